@@ -1,0 +1,273 @@
+"""The client-record aggregate: one event stream per (tenant, record_ref).
+
+Every fact a clinical system reports is appended as an explicit event class named after its API
+type. The aggregate keeps only what writes need; judgments are derived elsewhere from its history.
+"""
+
+import hashlib
+import hmac
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+from uuid import UUID
+
+from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate
+from eventsourcing.utils import register_topic
+from pydantic import BaseModel, ConfigDict
+
+from domain import facts
+from domain.errors import FactInFutureError
+
+__all__ = ["CLOCK_SKEW", "EVENT_CLASS_BY_TYPE", "ClientRecord", "check_not_in_future", "record_id"]
+
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far in the future an ``occurred_at`` may lie before we call the clock wrong."""
+
+
+def record_id(pseudonym_key: bytes, tenant_id: str, record_ref: str) -> UUID:
+    """The stream id of a client record: a keyed hash, so the id reveals nothing of the ref.
+
+    A plain uuid5 of a medical-record number could be reversed by hashing every likely number;
+    an HMAC with a secret key cannot.
+    """
+    digest = hmac.new(
+        pseudonym_key, f"{tenant_id}\x00{record_ref}".encode(), hashlib.sha256
+    ).digest()
+    # RFC 9562 UUIDv8 (custom): set the version and variant bits by hand; Python 3.11's UUID()
+    # accepts only versions 1-5.
+    value = int.from_bytes(digest[:16], "big")
+    value &= ~(0xF000 << 64)
+    value |= 0x8000 << 64
+    value &= ~(0xC000 << 48)
+    value |= 0x8000 << 48
+    return UUID(int=value)
+
+
+def check_not_in_future(fact: facts.FactBase, now: datetime, index: int | None = None) -> None:
+    """Refuse a fact dated in the future beyond the allowed clock skew."""
+    if fact.occurred_at > now + CLOCK_SKEW:
+        raise FactInFutureError(index, CLOCK_SKEW.total_seconds())
+
+
+class ClientRecord(BaseAggregate[UUID]):
+    """Everything that happened to one client record, in the order we recorded it."""
+
+    TOPIC: ClassVar[str] = "client-record"
+
+    class Event(BaseModel, CanMutateAggregate[UUID]):
+        """Base of every event of a client record; ``timestamp`` is when we recorded it."""
+
+        model_config = ConfigDict(frozen=True, extra="forbid")
+        TOPIC: ClassVar[str] = "client-record/Event"
+
+        originator_id: UUID
+        originator_version: int
+        timestamp: datetime
+
+    class Registered(Event, CanInitAggregate[UUID]):
+        """The service heard of the record for the first time."""
+
+        TOPIC: ClassVar[str] = "client-record/Registered"
+        originator_topic: str
+        tenant_id: str
+        record_ref: str
+
+    class FactRecorded(Event):
+        """A fact reported by a clinical system was recorded."""
+
+        TOPIC: ClassVar[str] = "client-record/FactRecorded"
+        tenant_id: str
+        record_ref: str
+        fact: facts.FactBase
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.fact_count += 1
+
+    class RecordOpened(FactRecorded):
+        """The record was opened (``RecordOpened``)."""
+
+        TOPIC: ClassVar[str] = "client-record/RecordOpened"
+        fact: facts.RecordOpened
+
+        def apply(self, aggregate: Any) -> None:
+            super().apply(aggregate)
+            aggregate.jurisdiction = self.fact.jurisdiction
+
+    class RecordAccessed(FactRecorded):
+        """Someone used the record (``RecordAccessed``)."""
+
+        TOPIC: ClassVar[str] = "client-record/RecordAccessed"
+        fact: facts.RecordAccessed
+
+    class BreakGlassReviewed(FactRecorded):
+        """An emergency access was reviewed (``BreakGlassReviewed``)."""
+
+        TOPIC: ClassVar[str] = "client-record/BreakGlassReviewed"
+        fact: facts.BreakGlassReviewed
+
+    class AuthorizationGranted(FactRecorded):
+        """An authorization was given (``AuthorizationGranted``)."""
+
+        TOPIC: ClassVar[str] = "client-record/AuthorizationGranted"
+        fact: facts.AuthorizationGranted
+
+    class AuthorizationRevoked(FactRecorded):
+        """An authorization was revoked (``AuthorizationRevoked``)."""
+
+        TOPIC: ClassVar[str] = "client-record/AuthorizationRevoked"
+        fact: facts.AuthorizationRevoked
+
+    class LegalDemandReceived(FactRecorded):
+        """A legal demand was served (``LegalDemandReceived``)."""
+
+        TOPIC: ClassVar[str] = "client-record/LegalDemandReceived"
+        fact: facts.LegalDemandReceived
+
+    class PrivilegeAsserted(FactRecorded):
+        """Privilege was asserted (``PrivilegeAsserted``)."""
+
+        TOPIC: ClassVar[str] = "client-record/PrivilegeAsserted"
+        fact: facts.PrivilegeAsserted
+
+    class PrivilegeWaived(FactRecorded):
+        """Privilege was waived (``PrivilegeWaived``)."""
+
+        TOPIC: ClassVar[str] = "client-record/PrivilegeWaived"
+        fact: facts.PrivilegeWaived
+
+    class CourtOrderIssued(FactRecorded):
+        """A court order was issued (``CourtOrderIssued``)."""
+
+        TOPIC: ClassVar[str] = "client-record/CourtOrderIssued"
+        fact: facts.CourtOrderIssued
+
+    class DemandAnswered(FactRecorded):
+        """A legal demand was answered (``DemandAnswered``)."""
+
+        TOPIC: ClassVar[str] = "client-record/DemandAnswered"
+        fact: facts.DemandAnswered
+
+    class MandatedReportFiled(FactRecorded):
+        """A mandated report was filed (``MandatedReportFiled``)."""
+
+        TOPIC: ClassVar[str] = "client-record/MandatedReportFiled"
+        fact: facts.MandatedReportFiled
+
+    class DutyToWarnExercised(FactRecorded):
+        """A warning was given (``DutyToWarnExercised``)."""
+
+        TOPIC: ClassVar[str] = "client-record/DutyToWarnExercised"
+        fact: facts.DutyToWarnExercised
+
+    class DisclosureMade(FactRecorded):
+        """Records left the practice (``DisclosureMade``)."""
+
+        TOPIC: ClassVar[str] = "client-record/DisclosureMade"
+        fact: facts.DisclosureMade
+
+    class LegalHoldPlaced(FactRecorded):
+        """A legal hold was placed (``LegalHoldPlaced``)."""
+
+        TOPIC: ClassVar[str] = "client-record/LegalHoldPlaced"
+        fact: facts.LegalHoldPlaced
+
+    class LegalHoldReleased(FactRecorded):
+        """A legal hold was released (``LegalHoldReleased``)."""
+
+        TOPIC: ClassVar[str] = "client-record/LegalHoldReleased"
+        fact: facts.LegalHoldReleased
+
+    class EventCorrected(FactRecorded):
+        """An earlier fact was corrected (``EventCorrected``)."""
+
+        TOPIC: ClassVar[str] = "client-record/EventCorrected"
+        fact: facts.EventCorrected
+
+    class FindingAcknowledged(FactRecorded):
+        """A finding was acknowledged (``FindingAcknowledged``)."""
+
+        TOPIC: ClassVar[str] = "client-record/FindingAcknowledged"
+        fact: facts.FindingAcknowledged
+
+    class Redacted(Event):
+        """Stand-in for an event whose record key was destroyed: its kind and time, nothing else."""
+
+        TOPIC: ClassVar[str] = "client-record/Redacted"
+        original_topic: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.erased = True
+
+    class RedactedRegistration(Event, CanInitAggregate[UUID]):
+        """Stand-in for the registration of a record whose key was destroyed."""
+
+        TOPIC: ClassVar[str] = "client-record/RedactedRegistration"
+        originator_topic: str
+        original_topic: str
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.erased = True
+
+    @classmethod
+    def register(cls, id: UUID, tenant_id: str, record_ref: str) -> "ClientRecord":  # noqa: A002
+        """Start the stream of a record the service has not seen before."""
+        return cls._create(cls.Registered, id=id, tenant_id=tenant_id, record_ref=record_ref)
+
+    def __init__(self, tenant_id: str, record_ref: str) -> None:
+        self.tenant_id: str | None = tenant_id
+        self.record_ref: str | None = record_ref
+        self.jurisdiction: str | None = None
+        self.fact_count = 0
+        self.erased = False
+
+    def __base_init__(self, originator_id: Any, originator_version: int, timestamp: datetime) -> None:
+        super().__base_init__(originator_id, originator_version, timestamp)
+        # Defaults for a record rebuilt from a redacted registration, whose __init__ never runs.
+        self.tenant_id = None
+        self.record_ref = None
+        self.jurisdiction = None
+        self.fact_count = 0
+        self.erased = False
+
+    def record(self, fact: facts.FactBase, recorded_at: datetime) -> None:
+        """Append a reported fact to the record."""
+        if self.tenant_id is None or self.record_ref is None:
+            raise RuntimeError("a record whose key was destroyed takes no new facts")
+        self.trigger_event(
+            EVENT_CLASS_BY_TYPE[type(fact)],
+            timestamp=recorded_at,
+            tenant_id=self.tenant_id,
+            record_ref=self.record_ref,
+            fact=fact,
+        )
+
+
+EVENT_CLASS_BY_TYPE: dict[type[facts.FactBase], type[ClientRecord.FactRecorded]] = {
+    facts.RecordOpened: ClientRecord.RecordOpened,
+    facts.RecordAccessed: ClientRecord.RecordAccessed,
+    facts.BreakGlassReviewed: ClientRecord.BreakGlassReviewed,
+    facts.AuthorizationGranted: ClientRecord.AuthorizationGranted,
+    facts.AuthorizationRevoked: ClientRecord.AuthorizationRevoked,
+    facts.LegalDemandReceived: ClientRecord.LegalDemandReceived,
+    facts.PrivilegeAsserted: ClientRecord.PrivilegeAsserted,
+    facts.PrivilegeWaived: ClientRecord.PrivilegeWaived,
+    facts.CourtOrderIssued: ClientRecord.CourtOrderIssued,
+    facts.DemandAnswered: ClientRecord.DemandAnswered,
+    facts.MandatedReportFiled: ClientRecord.MandatedReportFiled,
+    facts.DutyToWarnExercised: ClientRecord.DutyToWarnExercised,
+    facts.DisclosureMade: ClientRecord.DisclosureMade,
+    facts.LegalHoldPlaced: ClientRecord.LegalHoldPlaced,
+    facts.LegalHoldReleased: ClientRecord.LegalHoldReleased,
+    facts.EventCorrected: ClientRecord.EventCorrected,
+    facts.FindingAcknowledged: ClientRecord.FindingAcknowledged,
+}
+"""The event class that records each fact type: explicit, so topics never depend on module paths."""
+
+# Stable topics: stored events name these strings, not module paths, so code can move freely.
+register_topic(ClientRecord.TOPIC, ClientRecord)
+for _cls in (
+    ClientRecord.Registered,
+    ClientRecord.Redacted,
+    ClientRecord.RedactedRegistration,
+    *EVENT_CLASS_BY_TYPE.values(),
+):
+    register_topic(_cls.TOPIC, _cls)

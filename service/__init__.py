@@ -1,0 +1,1 @@
+"""Adapters around the domain: HTTP API, storage, authentication, settings and the CLI."""

@@ -1,0 +1,34 @@
+"""The composition root: builds the store, keyring and key store from settings, once."""
+
+from dataclasses import dataclass
+
+from service.auth import ApiKeyStore
+from service.settings import Settings
+from service.storage.app import AuditLog
+from service.storage.crypto import MasterKey
+
+__all__ = ["Services", "build_services"]
+
+
+@dataclass
+class Services:
+    """Everything a request handler or a CLI command needs."""
+
+    settings: Settings
+    audit: AuditLog
+    keys: ApiKeyStore
+
+    def close(self) -> None:
+        """Close connection pools."""
+        self.audit.close()
+
+
+def build_services(settings: Settings) -> Services:
+    """Open the store chosen by the settings (creating tables as needed)."""
+    master = MasterKey.load_or_create(
+        settings.master_key_path, create=settings.create_master_key or not settings.uses_postgres
+    )
+    audit = AuditLog(
+        settings.eventsourcing_env(), master, write_attempts=settings.write_attempts
+    )
+    return Services(settings=settings, audit=audit, keys=ApiKeyStore(audit.db))

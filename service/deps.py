@@ -1,0 +1,51 @@
+"""Request dependencies: the services, and the authenticated, role-checked caller."""
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.auth import Principal, Role
+from service.container import Services
+
+__all__ = ["ServicesDep", "require"]
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer da_…`")
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+
+
+def require(role: Role) -> Callable[..., Principal]:
+    """A dependency that admits only callers whose key has ``role`` (401 / 403 otherwise)."""
+
+    def dependency(
+        services: ServicesDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        if credentials is None:
+            raise HTTPException(
+                401,
+                "Send an API key as 'Authorization: Bearer <key>'; "
+                "an operator creates one with 'disclosure-audit keys create'.",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        principal = services.keys.authenticate(credentials.credentials)
+        if principal is None:
+            raise HTTPException(
+                401,
+                "The API key is unknown or revoked; ask an operator for a valid key.",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        if role not in principal.roles:
+            raise HTTPException(403, f"This API key lacks the '{role.value}' role.")
+        return principal
+
+    dependency.__name__ = f"require_{role.value}"
+    return dependency

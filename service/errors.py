@@ -1,0 +1,156 @@
+"""Every error as RFC 9457 problem details; the one place that maps errors to HTTP statuses.
+
+Bodies never carry stack traces, SQL or submitted values: only what is wrong and where.
+"""
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from eventsourcing.persistence import InterfaceError, OperationalError
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from domain.errors import EventIdReusedError, FactInFutureError, RecordNotFoundError
+from service.storage.app import WriteContentionError
+
+__all__ = ["PROBLEM_JSON", "install_error_handlers", "problem"]
+
+PROBLEM_JSON = "application/problem+json"
+_TYPE_BASE = "https://disclosure-audit.example/problems/"
+_log = logging.getLogger("disclosure_audit.errors")
+
+_TITLES = {
+    400: "Bad request",
+    401: "Authentication required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Validation failed",
+    500: "Internal error",
+    503: "Service unavailable",
+}
+
+
+def problem(
+    status: int,
+    slug: str,
+    detail: str,
+    *,
+    errors: Sequence[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A problem+json response."""
+    body: dict[str, Any] = {
+        "type": _TYPE_BASE + slug,
+        "title": _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
+    if errors is not None:
+        body["errors"] = list(errors)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _clean_errors(raw: Sequence[Any]) -> list[dict[str, Any]]:
+    # Never echo the submitted value back: it may be PHI. Location, message and type suffice.
+    cleaned = []
+    for error in raw:
+        loc = list(error.get("loc", ()))
+        if error.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+            loc.append("type")
+        cleaned.append({"loc": loc, "msg": error.get("msg", ""), "type": error.get("type", "")})
+    return cleaned
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this type only
+    return problem(
+        422,
+        "validation",
+        "The request is malformed; 'errors' lists each field to fix. Nothing was stored.",
+        errors=_clean_errors(exc.errors()),
+    )
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101
+    slug = {401: "unauthenticated", 403: "forbidden", 404: "not-found"}.get(
+        exc.status_code, "http"
+    )
+    detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "Error")
+    return problem(exc.status_code, slug, detail, headers=dict(exc.headers or {}))
+
+
+async def _reused(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, EventIdReusedError)  # noqa: S101
+    return problem(
+        409,
+        "event-id-reused",
+        f"event_id {exc.event_id} is already stored with different content. An event is never "
+        "changed: post an EventCorrected event that references it, under a new event_id.",
+    )
+
+
+async def _future(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, FactInFutureError)  # noqa: S101
+    loc: list[str | int] = ["body"]
+    if exc.index is not None:
+        loc += ["events", exc.index]
+    loc.append("occurred_at")
+    return problem(
+        422,
+        "validation",
+        "The request is malformed; 'errors' lists each field to fix. Nothing was stored.",
+        errors=[{"loc": loc, "msg": str(exc) + "; check the sending system's clock",
+                 "type": "occurred_in_future"}],
+    )
+
+
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
+    return problem(404, "not-found", "No such record in your tenant.")
+
+
+async def _contention(request: Request, exc: Exception) -> JSONResponse:
+    return problem(
+        503,
+        "contention",
+        "Too many concurrent writes to the same record; nothing was stored. Retry shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _store_down(request: Request, exc: Exception) -> JSONResponse:
+    _log.warning("store unavailable: %s", type(exc).__name__)
+    return problem(
+        503,
+        "store-unavailable",
+        "The event store is unreachable; nothing was stored. Retry shortly.",
+        headers={"Retry-After": "2"},
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Log the type only: messages of driver errors may quote stored values.
+    _log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.scope.get(
+        "route").path if request.scope.get("route") else "?")
+    return problem(500, "internal", "An internal error occurred; it has been logged.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the problem+json handlers."""
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(HTTPException, _http)
+    app.add_exception_handler(EventIdReusedError, _reused)
+    app.add_exception_handler(FactInFutureError, _future)
+    app.add_exception_handler(RecordNotFoundError, _not_found)
+    app.add_exception_handler(WriteContentionError, _contention)
+    app.add_exception_handler(OperationalError, _store_down)
+    app.add_exception_handler(InterfaceError, _store_down)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,155 @@
+"""Request and response bodies of the public API (API.md), separate from stored events."""
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Union
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from domain import facts
+from domain.record import ClientRecord
+from service.storage.app import Receipt, StoredEvent
+
+__all__ = [
+    "MAX_BATCH",
+    "BatchItem",
+    "BatchReceipts",
+    "BatchRequest",
+    "FindingOut",
+    "Problem",
+    "ReceiptOut",
+    "TimelineItem",
+    "TimelinePage",
+]
+
+MAX_BATCH = 1000
+
+
+class Out(BaseModel):
+    """Base of response bodies."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class FindingOut(Out):
+    """A rule the fact breaks, as judged at ingest."""
+
+    rule: str
+    severity: str
+    citation: str
+    message: str
+
+
+class ReceiptOut(Out):
+    """Proof of storage: only a 2xx with this body means the fact is stored."""
+
+    event_id: UUID
+    record_ref: str
+    position: int = Field(description="Position in the tenant log; use it as ?min_position=.")
+    recorded_at: datetime
+    findings: list[FindingOut]
+    accountable: bool | None = Field(
+        description="Whether the fact belongs in a 164.528 accounting; null when not judged."
+    )
+
+    @classmethod
+    def of(cls, receipt: Receipt) -> "ReceiptOut":
+        """The response body of a stored receipt."""
+        return cls(
+            event_id=receipt.event_id,
+            record_ref=receipt.record_ref,
+            position=receipt.position,
+            recorded_at=receipt.recorded_at,
+            findings=[FindingOut.model_validate(f) for f in receipt.findings],
+            accountable=receipt.accountable,
+        )
+
+
+class BatchReceipts(Out):
+    """Receipts of a batch, in the order of the request."""
+
+    receipts: list[ReceiptOut]
+
+
+def _with_record_ref(model: type[facts.FactBase]) -> type[facts.FactBase]:
+    return create_model(  # type: ignore[call-overload,no-any-return]
+        f"{model.__name__}Item",
+        __base__=model,
+        __doc__=f"{model.__doc__} (batch item: names its record)",
+        record_ref=(facts.RecordRef, ...),
+    )
+
+
+if TYPE_CHECKING:
+
+    class BatchItem(facts.FactBase):
+        """A fact with the record it belongs to."""
+
+        type: str
+        record_ref: str
+
+else:
+    BatchItem = Annotated[
+        Union[tuple(_with_record_ref(m) for m in facts.FACT_TYPES)],  # noqa: UP007
+        Field(discriminator="type"),
+    ]
+
+
+class BatchRequest(BaseModel):
+    """Up to 1000 facts, for any records of the caller's tenant, stored all or none."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: Annotated[list[BatchItem], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class TimelineItem(Out):
+    """One event of a record; a redacted one (record key destroyed) shows no content."""
+
+    position: int
+    recorded_at: datetime
+    type: str
+    redacted: bool
+    event_id: UUID | None = None
+    occurred_at: datetime | None = None
+    event: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, stored: StoredEvent) -> "TimelineItem":
+        """The timeline entry of a stored event."""
+        event = stored.event
+        if isinstance(event, ClientRecord.FactRecorded):
+            fact = event.fact
+            return cls(
+                position=stored.position,
+                recorded_at=stored.recorded_at,
+                type=type(fact).__name__,
+                redacted=False,
+                event_id=fact.event_id,
+                occurred_at=fact.occurred_at,
+                event=fact.model_dump(mode="json"),
+            )
+        original = getattr(event, "original_topic", type(event).TOPIC)
+        return cls(
+            position=stored.position,
+            recorded_at=stored.recorded_at,
+            type=original.rsplit("/", 1)[-1],
+            redacted=True,
+        )
+
+
+class TimelinePage(Out):
+    """A page of a record's timeline, in occurred_at order."""
+
+    items: list[TimelineItem]
+    next_cursor: str | None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+

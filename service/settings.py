@@ -1,0 +1,107 @@
+"""Configuration from the environment (``DISCLOSURE_AUDIT_*``) and an optional ``.env`` file."""
+
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; see README "Configuration"."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DISCLOSURE_AUDIT_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    home: Path = Field(
+        default=Path(".disclosure-audit"),
+        description="Directory of the embedded SQLite store and of generated key files.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="A postgresql://user:password@host:port/dbname URL selects PostgreSQL; "
+        "unset means the SQLite file in home.",
+    )
+    master_key_file: Path | None = Field(
+        default=None,
+        description="File with the base64 master key that wraps every record key "
+        "(default: home/master.key, generated on first start).",
+    )
+    create_master_key: bool = Field(
+        default=True,
+        description="Generate the master key file if it is missing. Turn off in production, "
+        "where a missing key must stop the service rather than start an empty key hierarchy.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    max_body_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="Largest request body accepted."
+    )
+    postgres_pool_size: int = Field(default=10, ge=1, le=200)
+    postgres_max_overflow: int = Field(default=10, ge=0, le=200)
+    postgres_lock_timeout_seconds: int = Field(default=5, ge=1)
+    write_attempts: int = Field(
+        default=100,
+        ge=1,
+        description="How often one write is retried when concurrent writers to the same "
+        "record win the race; after that the client gets 503 with Retry-After.",
+    )
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in ("postgresql", "postgres"):
+            raise ValueError("database_url must be a postgresql:// URL (or unset for SQLite)")
+        return value
+
+    @property
+    def uses_postgres(self) -> bool:
+        """True when the store is PostgreSQL."""
+        return self.database_url is not None
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The embedded store's file."""
+        return self.home / "audit.sqlite3"
+
+    @property
+    def master_key_path(self) -> Path:
+        """Where the master key is read from."""
+        return self.master_key_file or self.home / "master.key"
+
+    def eventsourcing_env(self) -> dict[str, str]:
+        """The library's environment for the chosen store."""
+        env = {"AGGREGATE_CACHE_MAXSIZE": "2000"}
+        if self.database_url is None:
+            self.home.mkdir(parents=True, exist_ok=True)
+            env.update(
+                PERSISTENCE_MODULE="service.storage.backends:DurableSQLiteFactory",
+                SQLITE_DBNAME=str(self.sqlite_path),
+                SQLITE_LOCK_TIMEOUT="30",
+                APPLICATION_RECORDER_TOPIC="service.storage.recorders:SQLiteAuditRecorder",
+            )
+            return env
+        url = urlsplit(self.database_url)
+        env.update(
+            PERSISTENCE_MODULE="eventsourcing.postgres",
+            POSTGRES_DBNAME=unquote(url.path.lstrip("/")) or "postgres",
+            POSTGRES_HOST=url.hostname or "127.0.0.1",
+            POSTGRES_PORT=str(url.port or 5432),
+            POSTGRES_USER=unquote(url.username or "postgres"),
+            POSTGRES_PASSWORD=unquote(url.password or ""),
+            POSTGRES_POOL_SIZE=str(self.postgres_pool_size),
+            POSTGRES_MAX_OVERFLOW=str(self.postgres_max_overflow),
+            POSTGRES_LOCK_TIMEOUT=str(self.postgres_lock_timeout_seconds),
+            POSTGRES_CONNECT_TIMEOUT="5",
+            POSTGRES_PRE_PING="y",
+            APPLICATION_RECORDER_TOPIC="service.storage.recorders:PostgresAuditRecorder",
+        )
+        return env

@@ -1,0 +1,261 @@
+"""The event-sourced application: records facts idempotently and reads a record's stream back.
+
+Concurrency model: a write loads the record (from the aggregate cache, fast-forwarded), appends,
+and saves with an optimistic version check. When another writer won the race for the same record
+(or the same event id), the whole attempt is redone from the idempotency check, so concurrent
+clients all succeed and each fact is stored once.
+"""
+
+import contextlib
+import hashlib
+import hmac
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, Mapper
+from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.sqlite import SQLiteDatastore
+
+from domain import facts
+from domain.errors import EventIdReusedError, RecordNotFoundError
+from domain.record import ClientRecord, check_not_in_future, record_id
+from service.storage.crypto import MasterKey
+from service.storage.keyring import KEYRING_TABLES, RecordKeyring
+from service.storage.mapper import RecordCipherMapper
+from service.storage.sql import Database, as_datetime, as_uuid
+from service.storage.tenant_log import TENANT_LOG_TABLES, FactEntry, LogWrite
+
+__all__ = ["AuditLog", "Receipt", "StoredEvent", "Submission", "WriteContentionError"]
+
+
+class WriteContentionError(Exception):
+    """Raised when a write lost the race for its record more often than allowed."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One fact for one record, as posted by a clinical system."""
+
+    record_ref: str
+    fact: facts.FactBase
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Proof that a fact is stored: where it sits in the tenant log and when it was recorded."""
+
+    event_id: UUID
+    record_ref: str
+    position: int
+    recorded_at: datetime
+    findings: tuple[dict[str, Any], ...]
+    accountable: bool | None
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One event of a record's stream as read back, with its tenant-log position."""
+
+    position: int
+    recorded_at: datetime
+    event: ClientRecord.Event
+
+
+def _judgment_json() -> str:
+    # The policy engine (a later issue) fills in findings and accountability; until then a
+    # receipt says honestly that nothing was judged.
+    return json.dumps({"findings": [], "accountable": None})
+
+
+class AuditLog(Application[UUID]):
+    """Client-record streams in one store, with per-record encryption and a tenant log."""
+
+    name = "audit"
+
+    def __init__(self, env: dict[str, str], master_key: MasterKey, *, write_attempts: int) -> None:
+        self._master = master_key
+        self._pseudonym_key = master_key.derive("record-id")
+        self._digest_key = master_key.derive("content-digest")
+        self._write_attempts = write_attempts
+        super().__init__(env=env)
+        self.db.create_tables(TENANT_LOG_TABLES)
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """Our mapper, which needs the keyring, which needs the factory's connection pool."""
+        datastore = cast(Any, self.factory).datastore
+        if not isinstance(datastore, SQLiteDatastore | PostgresDatastore):
+            raise TypeError("the audit log runs on SQLite or PostgreSQL only")
+        self.db = Database(datastore)
+        self.db.create_tables(KEYRING_TABLES)
+        self.keyring = RecordKeyring(self.db, self._master)
+        return RecordCipherMapper(self.keyring)
+
+    def record_id(self, tenant_id: str, record_ref: str) -> UUID:
+        """The stream id of a tenant's record."""
+        return record_id(self._pseudonym_key, tenant_id, record_ref)
+
+    def _digest(self, submission: Submission) -> bytes:
+        canonical = json.dumps(
+            {"record_ref": submission.record_ref, "fact": submission.fact.model_dump(mode="json")},
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        return hmac.new(self._digest_key, canonical.encode(), hashlib.sha256).digest()
+
+    def record_facts(
+        self, tenant_id: str, submissions: Sequence[Submission]
+    ) -> tuple[list[Receipt], bool]:
+        """Store the submissions atomically; return their receipts and whether anything was new.
+
+        Facts already stored with the same content keep their original receipts; an event id
+        reused with different content stores nothing and raises EventIdReusedError.
+        """
+        now = datetime.now(UTC)
+        for index, submission in enumerate(submissions):
+            check_not_in_future(submission.fact, now, index if len(submissions) > 1 else None)
+        unique: dict[UUID, tuple[Submission, bytes]] = {}
+        for submission in submissions:
+            digest = self._digest(submission)
+            seen = unique.get(submission.fact.event_id)
+            if seen is not None and seen[1] != digest:
+                raise EventIdReusedError(str(submission.fact.event_id))
+            unique[submission.fact.event_id] = (submission, digest)
+
+        for attempt in range(self._write_attempts):
+            stored = self._stored_receipts(tenant_id, unique)
+            new = {eid: item for eid, item in unique.items() if eid not in stored}
+            if not new:
+                return [stored[s.fact.event_id] for s in submissions], False
+            try:
+                written = self._write(tenant_id, list(new.values()))
+            except IntegrityError:
+                # Another writer appended to one of these records, or stored one of these event
+                # ids, first. Back off a little, with jitter, and redo the attempt.
+                time.sleep(min(0.05, 0.001 * (attempt + 1)) * random.random())  # noqa: S311
+                continue
+            stored.update(written)
+            return [stored[s.fact.event_id] for s in submissions], True
+        raise WriteContentionError(f"gave up after {self._write_attempts} attempts")
+
+    def _stored_receipts(
+        self, tenant_id: str, unique: dict[UUID, tuple[Submission, bytes]]
+    ) -> dict[UUID, Receipt]:
+        ids = list(unique)
+        found: dict[UUID, Receipt] = {}
+        with self.db.transaction(commit=False) as cursor:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ", ".join(["%s"] * len(chunk))
+                rows = cursor.fetchall(
+                    "SELECT event_id, position, recorded_at, content_digest, receipt"
+                    f" FROM da_tenant_log WHERE tenant_id = %s AND event_id IN ({marks})",  # noqa: S608
+                    (tenant_id, *chunk),
+                )
+                for row in rows:
+                    event_id = as_uuid(row["event_id"])
+                    submission, digest = unique[event_id]
+                    if bytes(row["content_digest"]) != digest:
+                        raise EventIdReusedError(str(event_id))
+                    judgment = json.loads(row["receipt"])
+                    found[event_id] = Receipt(
+                        event_id=event_id,
+                        record_ref=submission.record_ref,
+                        position=int(row["position"]),
+                        recorded_at=as_datetime(row["recorded_at"]),
+                        findings=tuple(judgment["findings"]),
+                        accountable=judgment["accountable"],
+                    )
+        return found
+
+    def _write(
+        self, tenant_id: str, items: list[tuple[Submission, bytes]]
+    ) -> dict[UUID, Receipt]:
+        recorded_at = datetime.now(UTC)
+        records: dict[UUID, ClientRecord] = {}
+        entries: dict[tuple[UUID, int], FactEntry] = {}
+        placed: list[tuple[Submission, tuple[UUID, int]]] = []
+        judgment = _judgment_json()
+        for submission, digest in items:
+            rid = self.record_id(tenant_id, submission.record_ref)
+            record = records.get(rid)
+            if record is None:
+                record = self._load_or_register(tenant_id, submission.record_ref, rid, recorded_at)
+                records[rid] = record
+            record.record(submission.fact, recorded_at)
+            key = (rid, record.version)
+            entries[key] = FactEntry(submission.fact.event_id, digest, judgment)
+            placed.append((submission, key))
+        log = LogWrite(tenant_id=tenant_id, recorded_at=recorded_at, facts=entries)
+        self.save(*records.values(), log=log)
+        return {
+            submission.fact.event_id: Receipt(
+                event_id=submission.fact.event_id,
+                record_ref=submission.record_ref,
+                position=log.positions[key],
+                recorded_at=recorded_at,
+                findings=(),
+                accountable=None,
+            )
+            for submission, key in placed
+        }
+
+    def _load_or_register(
+        self, tenant_id: str, record_ref: str, rid: UUID, recorded_at: datetime
+    ) -> ClientRecord:
+        try:
+            return cast(ClientRecord, self.repository.get(rid))
+        except AggregateNotFoundError:
+            self.keyring.ensure(tenant_id, rid)
+            record = ClientRecord.register(id=rid, tenant_id=tenant_id, record_ref=record_ref)
+            # The registration carries the same recorded_at as the facts saved with it.
+            object.__setattr__(record.pending_events[0], "timestamp", recorded_at)
+            return record
+
+    def read_record(self, tenant_id: str, record_ref: str) -> list[StoredEvent]:
+        """Every event of a tenant's record with its position; raises if the tenant has none."""
+        rid = self.record_id(tenant_id, record_ref)
+        with self.db.transaction(commit=False) as cursor:
+            rows = cursor.fetchall(
+                "SELECT originator_version, position, recorded_at FROM da_tenant_log"
+                " WHERE tenant_id = %s AND record_id = %s ORDER BY originator_version",
+                (tenant_id, rid),
+            )
+        if not rows:
+            raise RecordNotFoundError(record_ref)
+        placed = {int(r["originator_version"]): r for r in rows}
+        events = cast(list[ClientRecord.Event], list(self.events.get(rid)))
+        return [
+            StoredEvent(
+                position=int(placed[e.originator_version]["position"]),
+                recorded_at=as_datetime(placed[e.originator_version]["recorded_at"]),
+                event=e,
+            )
+            for e in events
+            if e.originator_version in placed
+        ]
+
+    def shred_record(self, tenant_id: str, record_ref: str) -> bool:
+        """Destroy a record's data key (crypto-shredding). True if a key was destroyed."""
+        rid = self.record_id(tenant_id, record_ref)
+        destroyed = self.keyring.destroy(rid)
+        if self.repository.cache is not None:
+            with contextlib.suppress(KeyError):
+                self.repository.cache.get(rid, evict=True)
+        return destroyed
+
+    def last_position(self, tenant_id: str) -> int:
+        """The tenant's latest log position (0 when empty)."""
+        with self.db.transaction(commit=False) as cursor:
+            row = cursor.fetchone(
+                "SELECT COALESCE(MAX(position), 0) AS last FROM da_tenant_log WHERE tenant_id = %s",
+                (tenant_id,),
+            )
+        return int(row["last"]) if row else 0

@@ -1,0 +1,139 @@
+"""Key material: the master key file, keys derived from it, and sealing of event payloads.
+
+Layout of a sealed event state (all integers big-endian)::
+
+    version (1 byte, 0x01) | recorded_at (8 bytes, microseconds since the epoch) | nonce (12) |
+    AES-256-GCM ciphertext and tag
+
+The header stays readable so that a record whose key is destroyed still shows when each of its
+events was recorded; it is bound to the ciphertext as associated data, with the record id, the
+version and the event topic, so no sealed payload can be moved to another place in the log.
+"""
+
+import base64
+import os
+import secrets
+import stat
+import struct
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+__all__ = [
+    "MasterKey",
+    "MasterKeyError",
+    "SealedStateError",
+    "open_state",
+    "recorded_at_of",
+    "seal_state",
+]
+
+_FORMAT = 1
+_HEADER = struct.Struct(">Bq")
+_NONCE_BYTES = 12
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class MasterKeyError(Exception):
+    """Raised when the master key file is missing, unreadable or malformed."""
+
+
+class SealedStateError(Exception):
+    """Raised when a stored payload fails authentication: it was altered or moved."""
+
+
+@dataclass(frozen=True)
+class MasterKey:
+    """The one secret from configuration; every other key is derived from it or wrapped by it."""
+
+    secret: bytes
+
+    @classmethod
+    def load_or_create(cls, path: Path, *, create: bool) -> "MasterKey":
+        """Read the key file, generating it first (mode 0600) when allowed and missing."""
+        if not path.exists():
+            if not create:
+                raise MasterKeyError(
+                    f"master key file {path} does not exist; create it with "
+                    "'disclosure-audit keys init-master' or point "
+                    "DISCLOSURE_AUDIT_MASTER_KEY_FILE at the existing one"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            encoded = base64.b64encode(secrets.token_bytes(32)) + b"\n"
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(encoded)
+        try:
+            secret = base64.b64decode(path.read_bytes().strip(), validate=True)
+        except (OSError, ValueError) as error:
+            raise MasterKeyError(f"master key file {path} is unreadable: {error}") from None
+        if len(secret) != 32:
+            raise MasterKeyError(f"master key file {path} must hold 32 bytes in base64")
+        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            path.chmod(0o600)
+        return cls(secret)
+
+    def derive(self, purpose: str) -> bytes:
+        """A 32-byte key for one purpose (HKDF-SHA256, RFC 5869), independent of the others."""
+        return HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()
+        ).derive(self.secret)
+
+    def wrap(self, data_key: bytes, record: UUID) -> bytes:
+        """Encrypt a record's data key for storage, bound to the record id."""
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        kek = AESGCM(self.derive("record-key-wrapping"))
+        return nonce + kek.encrypt(nonce, data_key, b"record-key:" + record.bytes)
+
+    def unwrap(self, wrapped: bytes, record: UUID) -> bytes:
+        """Recover a record's data key; fails if the wrapped key was altered or swapped."""
+        kek = AESGCM(self.derive("record-key-wrapping"))
+        try:
+            return kek.decrypt(
+                wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], b"record-key:" + record.bytes
+            )
+        except InvalidTag:
+            raise SealedStateError(f"the data key of record {record} fails authentication") from None
+
+
+def _associated_data(header: bytes, record: UUID, version: int, topic: str) -> bytes:
+    return header + record.bytes + struct.pack(">q", version) + topic.encode()
+
+
+def seal_state(
+    key: bytes, plaintext: bytes, *, record: UUID, version: int, topic: str, recorded_at: datetime
+) -> bytes:
+    """Encrypt one event payload with its record's data key."""
+    micros = (recorded_at - _EPOCH) // timedelta(microseconds=1)
+    header = _HEADER.pack(_FORMAT, micros)
+    nonce = secrets.token_bytes(_NONCE_BYTES)
+    aad = _associated_data(header, record, version, topic)
+    return header + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def recorded_at_of(state: bytes) -> datetime:
+    """When the event was recorded, read from the clear header (works without the key)."""
+    fmt, micros = _HEADER.unpack_from(state)
+    if fmt != _FORMAT:
+        raise SealedStateError(f"unknown sealed-state format {fmt}")
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def open_state(key: bytes, state: bytes, *, record: UUID, version: int, topic: str) -> bytes:
+    """Decrypt one event payload; raises SealedStateError if anything about it was changed."""
+    recorded_at_of(state)
+    header = state[: _HEADER.size]
+    nonce = state[_HEADER.size : _HEADER.size + _NONCE_BYTES]
+    aad = _associated_data(header, record, version, topic)
+    try:
+        return AESGCM(key).decrypt(nonce, state[_HEADER.size + _NONCE_BYTES :], aad)
+    except InvalidTag:
+        raise SealedStateError(
+            f"stored event {version} of record {record} fails authentication"
+        ) from None

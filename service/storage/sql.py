@@ -1,0 +1,101 @@
+"""One small SQL surface over the library's SQLite and PostgreSQL connections.
+
+Our own tables (tenant log, record keys, API keys) live in the same database as the events, so
+that a write can touch both in one transaction. Statements use ``%s`` placeholders; on SQLite
+they are rewritten to ``?`` and UUIDs and datetimes are bound as text.
+"""
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.sqlite import SQLiteDatastore
+
+__all__ = ["Database", "Dialect", "Row", "SqlCursor", "as_datetime", "as_uuid"]
+
+Dialect = Literal["sqlite", "postgres"]
+Row = dict[str, Any]
+
+
+def _sqlite_param(value: object) -> object:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+class SqlCursor:
+    """A cursor of either dialect behind one interface."""
+
+    def __init__(self, cursor: Any, dialect: Dialect) -> None:
+        self._cursor = cursor
+        self.dialect: Dialect = dialect
+
+    def _prepare(self, sql: str, params: Sequence[object]) -> tuple[str, Sequence[object]]:
+        if self.dialect == "sqlite":
+            return sql.replace("%s", "?"), [_sqlite_param(p) for p in params]
+        return sql, params
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        """Run one statement."""
+        self._cursor.execute(*self._prepare(sql, params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """Run one statement for each row of parameters."""
+        if not rows:
+            return
+        if self.dialect == "sqlite":
+            self._cursor.executemany(
+                sql.replace("%s", "?"), [[_sqlite_param(p) for p in row] for row in rows]
+            )
+        else:
+            self._cursor.executemany(sql, rows)
+
+    def fetchone(self, sql: str, params: Sequence[object] = ()) -> Row | None:
+        """Run a query and return its first row."""
+        self.execute(sql, params)
+        row = self._cursor.fetchone()
+        return None if row is None else dict(row)
+
+    def fetchall(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        """Run a query and return every row."""
+        self.execute(sql, params)
+        return [dict(row) for row in self._cursor.fetchall()]
+
+
+class Database:
+    """Transactions on the event store's own connection pool."""
+
+    def __init__(self, datastore: SQLiteDatastore | PostgresDatastore) -> None:
+        self._datastore = datastore
+        self.dialect: Dialect = "postgres" if isinstance(datastore, PostgresDatastore) else "sqlite"
+
+    @contextmanager
+    def transaction(self, *, commit: bool = True) -> Iterator[SqlCursor]:
+        """A transaction that commits on success (when ``commit``) and rolls back on error."""
+        with self._datastore.transaction(commit=commit) as cursor:
+            yield SqlCursor(cursor, self.dialect)
+
+    def create_tables(self, statements: dict[Dialect, list[str]]) -> None:
+        """Create tables idempotently; on PostgreSQL, one process at a time."""
+        with self.transaction() as cursor:
+            if self.dialect == "postgres":
+                # Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalogue.
+                cursor.execute("SELECT pg_advisory_xact_lock(4242001)")
+            for statement in statements[self.dialect]:
+                cursor.execute(statement)
+
+
+def as_uuid(value: object) -> UUID:
+    """A UUID column read back from either dialect."""
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def as_datetime(value: object) -> datetime:
+    """A timestamp column read back from either dialect."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment.astimezone(UTC)
