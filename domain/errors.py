@@ -4,6 +4,7 @@ __all__ = [
     "DomainError",
     "EventIdReusedError",
     "FactInFutureError",
+    "RecordErasedError",
     "RecordNotFoundError",
 ]
 
@@ -31,3 +32,7 @@ class EventIdReusedError(DomainError):
 
 class RecordNotFoundError(DomainError):
     """Raised when a record has no events in the caller's tenant."""
+
+
+class RecordErasedError(DomainError):
+    """Raised when a fact is posted for a record whose key was destroyed (crypto-shredded)."""

@@ -15,7 +15,7 @@ from eventsourcing.utils import register_topic
 from pydantic import BaseModel, ConfigDict
 
 from domain import facts
-from domain.errors import FactInFutureError
+from domain.errors import FactInFutureError, RecordErasedError
 
 __all__ = ["CLOCK_SKEW", "EVENT_CLASS_BY_TYPE", "ClientRecord", "check_not_in_future", "record_id"]
 
@@ -231,7 +231,7 @@ class ClientRecord(BaseAggregate[UUID]):
     def record(self, fact: facts.FactBase, recorded_at: datetime) -> None:
         """Append a reported fact to the record."""
         if self.tenant_id is None or self.record_ref is None:
-            raise RuntimeError("a record whose key was destroyed takes no new facts")
+            raise RecordErasedError("a record whose key was destroyed takes no new facts")
         self.trigger_event(
             EVENT_CLASS_BY_TYPE[type(fact)],
             timestamp=recorded_at,

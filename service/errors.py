@@ -13,7 +13,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from domain.errors import EventIdReusedError, FactInFutureError, RecordNotFoundError
+from domain.errors import (
+    EventIdReusedError,
+    FactInFutureError,
+    RecordErasedError,
+    RecordNotFoundError,
+)
 from service.storage.app import WriteContentionError
 
 __all__ = ["PROBLEM_JSON", "install_error_handlers", "problem"]
@@ -116,6 +121,14 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
     return problem(404, "not-found", "No such record in your tenant.")
 
 
+async def _erased(request: Request, exc: Exception) -> JSONResponse:
+    return problem(
+        409,
+        "record-erased",
+        "This record was crypto-shredded at the end of its retention; it takes no new events.",
+    )
+
+
 async def _contention(request: Request, exc: Exception) -> JSONResponse:
     return problem(
         503,
@@ -150,6 +163,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EventIdReusedError, _reused)
     app.add_exception_handler(FactInFutureError, _future)
     app.add_exception_handler(RecordNotFoundError, _not_found)
+    app.add_exception_handler(RecordErasedError, _erased)
     app.add_exception_handler(WriteContentionError, _contention)
     app.add_exception_handler(OperationalError, _store_down)
     app.add_exception_handler(InterfaceError, _store_down)

@@ -126,7 +126,7 @@ class TimelineItem(Out):
                 redacted=False,
                 event_id=fact.event_id,
                 occurred_at=fact.occurred_at,
-                event=fact.model_dump(mode="json"),
+                event=fact.model_dump(mode="json", exclude_none=True),
             )
         original = getattr(event, "original_topic", type(event).TOPIC)
         return cls(

@@ -1,0 +1,237 @@
+"""The ``disclosure-audit`` command line: serve, demo, keys, openapi."""
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from service.auth import TENANT_PATTERN, Role
+from service.settings import Settings
+
+__all__ = ["main"]
+
+app = typer.Typer(
+    help="Audit trail of disclosures of mental-health records.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+out = Console()
+err = Console(stderr=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _fail(message: str, hint: str) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}\n[dim]{hint}[/dim]")
+    return typer.Exit(2)
+
+
+def _services(settings: Settings | None = None):  # type: ignore[no-untyped-def]  # noqa: ANN202
+    from pydantic import ValidationError
+
+    from service.container import build_services
+    from service.storage.crypto import MasterKeyError
+
+    try:
+        return build_services(settings or Settings())
+    except ValidationError as error:
+        raise _fail(f"invalid configuration: {error}", "See README, 'Configuration'.") from None
+    except MasterKeyError as error:
+        raise _fail(str(error), "See README, 'Keys and encryption'.") from None
+    except Exception as error:
+        raise _fail(
+            f"cannot open the store ({type(error).__name__})",
+            "Check DISCLOSURE_AUDIT_DATABASE_URL, or that PostgreSQL is running.",
+        ) from None
+
+
+def _load_demo(as_json: bool) -> dict[str, int | str]:
+    from service.demo import DEMO_TENANT, demo_submissions
+    from service.storage.app import Submission
+
+    submissions = list(demo_submissions())
+    services = _services()
+    created = 0
+    try:
+        with Progress(console=err, transient=True, disable=as_json) as progress:
+            task = progress.add_task("Loading the demo scenarios", total=len(submissions))
+            for record_ref, fact in submissions:
+                _, new = services.audit.record_facts(
+                    DEMO_TENANT, [Submission(record_ref=record_ref, fact=fact)]
+                )
+                created += int(new)
+                progress.advance(task)
+    finally:
+        services.close()
+    return {"tenant": DEMO_TENANT, "events": len(submissions), "new": created}
+
+
+@app.command()
+def demo(as_json: JsonFlag = False) -> None:
+    """Load the PRODUCT.md scenarios into tenant 'demo-practice' (safe to repeat)."""
+    summary = _load_demo(as_json)
+    if as_json:
+        out.print_json(json.dumps(summary))
+    else:
+        out.print(
+            f"Demo tenant [bold]{summary['tenant']}[/bold]: {summary['events']} events "
+            f"({summary['new']} new, the rest were already stored)."
+        )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to bind.")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    with_demo: Annotated[
+        bool, typer.Option("--demo", help="Load the demo data and print a ready API key first.")
+    ] = False,
+) -> None:
+    """Run the HTTP API (SQLite in DISCLOSURE_AUDIT_HOME unless a database URL is set)."""
+    import uvicorn
+
+    overrides = {"HOST": host, "PORT": port, "WORKERS": workers}
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[f"DISCLOSURE_AUDIT_{name}"] = str(value)
+    settings = Settings()
+    if not settings.uses_postgres and settings.workers > 1:
+        err.print("[yellow]note:[/yellow] SQLite serialises writes; more workers add no speed.")
+    if with_demo:
+        summary = _load_demo(as_json=False)
+        services = _services(settings)
+        try:
+            _, token = services.keys.create(
+                str(summary["tenant"]), {Role.INGEST, Role.COMPLIANCE, Role.REGULATOR}, "demo"
+            )
+        finally:
+            services.close()
+        base = f"http://{settings.host}:{settings.port}"
+        out.print(
+            f"Demo data loaded into tenant [bold]{summary['tenant']}[/bold] "
+            f"({summary['events']} events).\n"
+            f"API:  {base}/v1   interactive docs: {base}/docs\n"
+            f"Try:  curl -H 'Authorization: Bearer $KEY' {base}/v1/records/jr-2041/timeline\n"
+            "API key for the demo tenant (roles ingest, compliance, regulator), shown once:"
+        )
+        out.print(token, soft_wrap=True, highlight=False)
+    else:
+        _services(settings).close()  # fail fast, with a clear message, on a bad configuration
+    uvicorn.run(
+        "service.app:create_app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        access_log=False,  # uvicorn logs raw paths, which carry record refs; we log routes
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=20,
+    )
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant (practice) the key belongs to.")],
+    role: Annotated[
+        list[Role], typer.Option(help="A role; repeat for several.", case_sensitive=False)
+    ],
+    label: Annotated[str | None, typer.Option(help="A note for operators.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create an API key. It is printed once, alone on the last line; only its hash is kept."""
+    if not TENANT_PATTERN.match(tenant):
+        raise _fail(f"invalid tenant id {tenant!r}", "Use lower-case letters, digits and '-'.")
+    services = _services()
+    try:
+        key_id, token = services.keys.create(tenant, set(role), label)
+    finally:
+        services.close()
+    if as_json:
+        out.print_json(json.dumps({"key_id": key_id, "tenant": tenant, "key": token}))
+        return
+    err.print(
+        f"Created key {key_id} for tenant {tenant} with roles "
+        f"{', '.join(sorted(r.value for r in role))}. Store it now; it cannot be shown again:"
+    )
+    print(token)
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List keys (never their secrets)."""
+    services = _services()
+    try:
+        keys = services.keys.list(tenant)
+    finally:
+        services.close()
+    if as_json:
+        rows = [
+            {
+                "key_id": k.key_id,
+                "tenant": k.tenant_id,
+                "roles": [r.value for r in k.roles],
+                "label": k.label,
+                "created_at": k.created_at.isoformat(),
+                "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None,
+            }
+            for k in keys
+        ]
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("tenant", "roles", "label", "created", "status")
+    table.add_column("key id", no_wrap=True)
+    for k in keys:
+        table.add_row(
+            k.tenant_id,
+            ", ".join(r.value for r in k.roles),
+            k.label or "",
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active",
+            k.key_id,
+        )
+    out.print(table if keys else "No keys yet: create one with 'disclosure-audit keys create'.")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id shown by 'keys list'.")]) -> None:
+    """Revoke a key; requests with it fail with 401 from now on."""
+    services = _services()
+    try:
+        revoked = services.keys.revoke(key_id)
+    finally:
+        services.close()
+    if not revoked:
+        raise _fail(f"no active key {key_id}", "See 'disclosure-audit keys list'.")
+    out.print(f"Revoked key {key_id}.")
+
+
+@app.command()
+def openapi(
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write here, not stdout.")] = None,
+) -> None:
+    """Print (or write) the OpenAPI document of the API."""
+    from service.openapi_doc import openapi_json
+
+    text = openapi_json()
+    if out_file is None:
+        sys.stdout.write(text)
+    else:
+        out_file.write_text(text)
+        err.print(f"Wrote {out_file}.")
+
+
+def main() -> None:
+    """Entry point of the ``disclosure-audit`` script."""
+    app()

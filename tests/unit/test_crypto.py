@@ -1,0 +1,83 @@
+"""Sealing of event payloads and the master key file."""
+
+import base64
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from service.storage.crypto import (
+    MasterKey,
+    MasterKeyError,
+    SealedStateError,
+    open_state,
+    recorded_at_of,
+    seal_state,
+)
+
+KEY = b"\x01" * 32
+
+
+def _seal(record=None, version=3, topic="client-record/DisclosureMade"):  # type: ignore[no-untyped-def]
+    record = record or uuid4()
+    at = datetime(2026, 3, 2, 20, 4, 5, 123456, tzinfo=UTC)
+    return record, at, seal_state(KEY, b'{"a": 1}', record=record, version=version, topic=topic,
+                                  recorded_at=at)
+
+
+def test_a_sealed_payload_opens_only_in_its_own_place() -> None:
+    record, at, state = _seal()
+    topic = "client-record/DisclosureMade"
+    assert open_state(KEY, state, record=record, version=3, topic=topic) == b'{"a": 1}'
+    assert recorded_at_of(state) == at
+    assert b'"a"' not in state
+    for kwargs in (
+        {"record": uuid4(), "version": 3, "topic": topic},
+        {"record": record, "version": 4, "topic": topic},
+        {"record": record, "version": 3, "topic": "client-record/RecordAccessed"},
+    ):
+        with pytest.raises(SealedStateError):
+            open_state(KEY, state, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(SealedStateError):
+        open_state(b"\x02" * 32, state, record=record, version=3, topic=topic)
+
+
+@pytest.mark.parametrize("index", [0, 5, 12, 25, -1])
+def test_any_flipped_byte_is_detected(index: int) -> None:
+    record, _, state = _seal()
+    tampered = bytearray(state)
+    tampered[index] ^= 0x01
+    with pytest.raises(SealedStateError):
+        open_state(KEY, bytes(tampered), record=record, version=3,
+                   topic="client-record/DisclosureMade")
+
+
+def test_the_master_key_file_is_generated_private_and_reloaded(tmp_path: Path) -> None:
+    path = tmp_path / "home" / "master.key"
+    with pytest.raises(MasterKeyError, match="does not exist"):
+        MasterKey.load_or_create(path, create=False)
+    created = MasterKey.load_or_create(path, create=True)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert MasterKey.load_or_create(path, create=False) == created
+    assert created.derive("a") != created.derive("b")
+
+
+def test_a_malformed_master_key_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "master.key"
+    path.write_bytes(base64.b64encode(b"short"))
+    with pytest.raises(MasterKeyError, match="32 bytes"):
+        MasterKey.load_or_create(path, create=False)
+    path.write_text("not base64 at all!")
+    with pytest.raises(MasterKeyError, match="unreadable"):
+        MasterKey.load_or_create(path, create=False)
+
+
+def test_wrapped_record_keys_are_bound_to_their_record() -> None:
+    master = MasterKey(b"\x07" * 32)
+    record = uuid4()
+    wrapped = master.wrap(KEY, record)
+    assert master.unwrap(wrapped, record) == KEY
+    with pytest.raises(SealedStateError):
+        master.unwrap(wrapped, uuid4())
