@@ -14,7 +14,7 @@ class DomainError(Exception):
 
 
 class FactInFutureError(DomainError):
-    """Raised when a fact's ``occurred_at`` lies further in the future than the clock skew allows."""
+    """Raised when ``occurred_at`` lies further in the future than the clock skew allows."""
 
     def __init__(self, index: int | None, skew_seconds: float) -> None:
         self.index = index

@@ -208,23 +208,15 @@ class ClientRecord(BaseAggregate[UUID]):
             aggregate.erased = True
 
     @classmethod
-    def register(cls, id: UUID, tenant_id: str, record_ref: str) -> "ClientRecord":  # noqa: A002
+    def register(cls, id: UUID, tenant_id: str, record_ref: str) -> "ClientRecord":
         """Start the stream of a record the service has not seen before."""
         return cls._create(cls.Registered, id=id, tenant_id=tenant_id, record_ref=record_ref)
 
-    def __init__(self, tenant_id: str, record_ref: str) -> None:
-        self.tenant_id: str | None = tenant_id
-        self.record_ref: str | None = record_ref
+    def __init__(self, tenant_id: str | None = None, record_ref: str | None = None) -> None:
+        # Both are None only for a record rebuilt from a redacted registration (key destroyed).
+        self.tenant_id = tenant_id
+        self.record_ref = record_ref
         self.jurisdiction: str | None = None
-        self.fact_count = 0
-        self.erased = False
-
-    def __base_init__(self, originator_id: Any, originator_version: int, timestamp: datetime) -> None:
-        super().__base_init__(originator_id, originator_version, timestamp)
-        # Defaults for a record rebuilt from a redacted registration, whose __init__ never runs.
-        self.tenant_id = None
-        self.record_ref = None
-        self.jurisdiction = None
         self.fact_count = 0
         self.erased = False
 
@@ -264,10 +256,11 @@ EVENT_CLASS_BY_TYPE: dict[type[facts.FactBase], type[ClientRecord.FactRecorded]]
 
 # Stable topics: stored events name these strings, not module paths, so code can move freely.
 register_topic(ClientRecord.TOPIC, ClientRecord)
-for _cls in (
+_STABLE: tuple[type[ClientRecord.Event], ...] = (
     ClientRecord.Registered,
     ClientRecord.Redacted,
     ClientRecord.RedactedRegistration,
     *EVENT_CLASS_BY_TYPE.values(),
-):
+)
+for _cls in _STABLE:
     register_topic(_cls.TOPIC, _cls)

@@ -10,7 +10,7 @@ from enum import StrEnum
 
 from service.storage.sql import Database, Dialect, as_datetime
 
-__all__ = ["API_KEY_TABLES", "ApiKey", "ApiKeyStore", "Principal", "Role", "TENANT_PATTERN"]
+__all__ = ["API_KEY_TABLES", "TENANT_PATTERN", "ApiKey", "ApiKeyStore", "Principal", "Role"]
 
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _TOKEN = re.compile(r"^da_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
@@ -122,9 +122,7 @@ class ApiKeyStore:
     def revoke(self, key_id: str) -> bool:
         """Revoke a key at once; True if it existed and was active."""
         with self._db.transaction() as cursor:
-            row = cursor.fetchone(
-                "SELECT revoked_at FROM da_api_keys WHERE key_id = %s", (key_id,)
-            )
+            row = cursor.fetchone("SELECT revoked_at FROM da_api_keys WHERE key_id = %s", (key_id,))
             if row is None or row["revoked_at"] is not None:
                 return False
             cursor.execute(

@@ -34,7 +34,7 @@ def _fail(message: str, hint: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _services(settings: Settings | None = None):  # type: ignore[no-untyped-def]  # noqa: ANN202
+def _services(settings: Settings | None = None):  # type: ignore[no-untyped-def]
     from pydantic import ValidationError
 
     from service.container import build_services
@@ -205,7 +205,9 @@ def keys_list(
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id shown by 'keys list'.")]) -> None:
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id shown by 'keys list'.")],
+) -> None:
     """Revoke a key; requests with it fail with 401 from now on."""
     services = _services()
     try:

@@ -28,7 +28,5 @@ def build_services(settings: Settings) -> Services:
     master = MasterKey.load_or_create(
         settings.master_key_path, create=settings.create_master_key or not settings.uses_postgres
     )
-    audit = AuditLog(
-        settings.eventsourcing_env(), master, write_attempts=settings.write_attempts
-    )
+    audit = AuditLog(settings.eventsourcing_env(), master, write_attempts=settings.write_attempts)
     return Services(settings=settings, audit=audit, keys=ApiKeyStore(audit.db))

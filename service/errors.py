@@ -85,9 +85,7 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
-    slug = {401: "unauthenticated", 403: "forbidden", 404: "not-found"}.get(
-        exc.status_code, "http"
-    )
+    slug = {401: "unauthenticated", 403: "forbidden", 404: "not-found"}.get(exc.status_code, "http")
     detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "Error")
     return problem(exc.status_code, slug, detail, headers=dict(exc.headers or {}))
 
@@ -112,8 +110,13 @@ async def _future(request: Request, exc: Exception) -> JSONResponse:
         422,
         "validation",
         "The request is malformed; 'errors' lists each field to fix. Nothing was stored.",
-        errors=[{"loc": loc, "msg": str(exc) + "; check the sending system's clock",
-                 "type": "occurred_in_future"}],
+        errors=[
+            {
+                "loc": loc,
+                "msg": str(exc) + "; check the sending system's clock",
+                "type": "occurred_in_future",
+            }
+        ],
     )
 
 
@@ -150,8 +153,8 @@ async def _store_down(request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Log the type only: messages of driver errors may quote stored values.
-    _log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.scope.get(
-        "route").path if request.scope.get("route") else "?")
+    route = getattr(request.scope.get("route"), "path", "<unmatched>")
+    _log.error("unhandled %s on %s %s", type(exc).__name__, request.method, route)
     return problem(500, "internal", "An internal error occurred; it has been logged.")
 
 

@@ -72,7 +72,7 @@ class BatchReceipts(Out):
 
 
 def _with_record_ref(model: type[facts.FactBase]) -> type[facts.FactBase]:
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    return create_model(
         f"{model.__name__}Item",
         __base__=model,
         __doc__=f"{model.__doc__} (batch item: names its record)",
@@ -152,4 +152,3 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[dict[str, Any]] | None = None
-

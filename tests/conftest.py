@@ -64,7 +64,7 @@ def settings(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> Sett
         home=tmp_path / "home",
         database_url=database_url,
         master_key_file=tmp_path / "home" / "master.key",
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
     )
 
 

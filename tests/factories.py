@@ -4,7 +4,7 @@ from copy import deepcopy
 from typing import Any
 from uuid import uuid4
 
-__all__ = ["EXAMPLES", "ENUM_FIELDS", "example", "unique_name"]
+__all__ = ["ENUM_FIELDS", "EXAMPLES", "example", "unique_name"]
 
 _COMMON: dict[str, Any] = {
     "occurred_at": "2026-03-02T15:04:05-05:00",
@@ -14,7 +14,11 @@ _COMMON: dict[str, Any] = {
 
 EXAMPLES: dict[str, dict[str, Any]] = {
     "RecordOpened": {"jurisdiction": "US-MA", "setting": "individual"},
-    "RecordAccessed": {"categories": ["progress_notes"], "action": "view", "purpose_of_use": "TREAT"},
+    "RecordAccessed": {
+        "categories": ["progress_notes"],
+        "action": "view",
+        "purpose_of_use": "TREAT",
+    },
     "BreakGlassReviewed": {"access_event_id": str(uuid4()), "determination": "appropriate"},
     "AuthorizationGranted": {
         "authorization_id": "auth-1",

@@ -31,8 +31,10 @@ Ingestor = Annotated[Principal, Depends(require(Role.INGEST))]
     operation_id="post_event",
     status_code=201,
     response_model=ReceiptOut,
-    responses={200: {"model": ReceiptOut, "description": "Already stored: the original receipt"},
-               **_ERRORS},
+    responses={
+        200: {"model": ReceiptOut, "description": "Already stored: the original receipt"},
+        **_ERRORS,
+    },
     summary="Record one fact about a client record",
 )
 def post_event(
@@ -55,8 +57,10 @@ def post_event(
     operation_id="post_events_batch",
     status_code=201,
     response_model=BatchReceipts,
-    responses={200: {"model": BatchReceipts, "description": "Every event was already stored"},
-               **_ERRORS},
+    responses={
+        200: {"model": BatchReceipts, "description": "Every event was already stored"},
+        **_ERRORS,
+    },
     summary="Record up to 1000 facts atomically",
 )
 def post_events_batch(

@@ -1,1 +1,1 @@
-"""Storage adapters: the event-sourced application on SQLite or PostgreSQL, keys and the tenant log."""
+"""Storage adapters: the event-sourced application, record keys and the tenant log."""

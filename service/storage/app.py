@@ -154,11 +154,10 @@ class AuditLog(Application[UUID]):
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 marks = ", ".join(["%s"] * len(chunk))
-                rows = cursor.fetchall(
-                    "SELECT event_id, position, recorded_at, content_digest, receipt"
-                    f" FROM da_tenant_log WHERE tenant_id = %s AND event_id IN ({marks})",  # noqa: S608
-                    (tenant_id, *chunk),
-                )
+                # Only placeholders are interpolated; values are bound.
+                where = f"WHERE tenant_id = %s AND event_id IN ({marks})"
+                query = f"SELECT * FROM da_tenant_log {where}"  # noqa: S608
+                rows = cursor.fetchall(query, (tenant_id, *chunk))
                 for row in rows:
                     event_id = as_uuid(row["event_id"])
                     submission, digest = unique[event_id]
@@ -175,9 +174,7 @@ class AuditLog(Application[UUID]):
                     )
         return found
 
-    def _write(
-        self, tenant_id: str, items: list[tuple[Submission, bytes]]
-    ) -> dict[UUID, Receipt]:
+    def _write(self, tenant_id: str, items: list[tuple[Submission, bytes]]) -> dict[UUID, Receipt]:
         recorded_at = datetime.now(UTC)
         records: dict[UUID, ClientRecord] = {}
         entries: dict[tuple[UUID, int], FactEntry] = {}

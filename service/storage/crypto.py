@@ -81,9 +81,9 @@ class MasterKey:
 
     def derive(self, purpose: str) -> bytes:
         """A 32-byte key for one purpose (HKDF-SHA256, RFC 5869), independent of the others."""
-        return HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()
-        ).derive(self.secret)
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(
+            self.secret
+        )
 
     def wrap(self, data_key: bytes, record: UUID) -> bytes:
         """Encrypt a record's data key for storage, bound to the record id."""
@@ -99,7 +99,9 @@ class MasterKey:
                 wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], b"record-key:" + record.bytes
             )
         except InvalidTag:
-            raise SealedStateError(f"the data key of record {record} fails authentication") from None
+            raise SealedStateError(
+                f"the data key of record {record} fails authentication"
+            ) from None
 
 
 def _associated_data(header: bytes, record: UUID, version: int, topic: str) -> bytes:

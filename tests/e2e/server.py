@@ -42,7 +42,8 @@ class ServerProcess:
             text=True,
             start_new_session=True,
         )
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
 
     def _pump(self) -> None:
         assert self.process.stdout is not None
@@ -68,3 +69,6 @@ class ServerProcess:
         if self.process.poll() is None:
             os.killpg(self.process.pid, sig)
             self.process.wait(timeout=30)
+        self._pump_thread.join(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()

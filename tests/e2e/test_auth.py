@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
 import httpx2 as httpx
 import pytest
 
@@ -21,7 +22,9 @@ class Route:
 
 
 def _post_event(api: Api, ref: str, headers: dict[str, str]) -> httpx.Response:
-    return api.client.post(f"/v1/records/{ref}/events", json=example("RecordAccessed"), headers=headers)
+    return api.client.post(
+        f"/v1/records/{ref}/events", json=example("RecordAccessed"), headers=headers
+    )
 
 
 def _post_batch(api: Api, ref: str, headers: dict[str, str]) -> httpx.Response:

@@ -39,9 +39,7 @@ def test_a_batch_that_conflicts_in_storage_stores_nothing(api: Api) -> None:
 
 def test_a_valid_batch_of_1000_is_stored_atomically_with_consecutive_positions(api: Api) -> None:
     headers = api.writer()
-    events = [
-        {**example("RecordAccessed"), "record_ref": f"bulk-{n % 10}"} for n in range(1000)
-    ]
+    events = [{**example("RecordAccessed"), "record_ref": f"bulk-{n % 10}"} for n in range(1000)]
     response = api.client.post("/v1/events:batch", json={"events": events}, headers=headers)
     assert response.status_code == 201, response.text
     receipts = response.json()["receipts"]

@@ -1,7 +1,6 @@
 """Posting the same event again is safe; reusing its id for other content is a conflict."""
 
 import json
-
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.conftest import Api
@@ -31,7 +30,9 @@ def test_the_same_event_posted_50_times_at_once_is_stored_once(api: Api) -> None
 def test_a_repeat_returns_the_original_receipt(api: Api) -> None:
     body = example("RecordAccessed")
     first = api.client.post("/v1/records/rec-r/events", json=body, headers=api.writer())
-    api.client.post("/v1/records/rec-r/events", json=example("RecordAccessed"), headers=api.writer())
+    api.client.post(
+        "/v1/records/rec-r/events", json=example("RecordAccessed"), headers=api.writer()
+    )
     again = api.client.post("/v1/records/rec-r/events", json=body, headers=api.writer())
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json() == first.json()
@@ -40,7 +41,9 @@ def test_a_repeat_returns_the_original_receipt(api: Api) -> None:
 def test_different_content_under_a_used_event_id_is_409_and_changes_nothing(api: Api) -> None:
     body = example("DisclosureMade")
     headers = api.writer()
-    assert api.client.post("/v1/records/rec-c/events", json=body, headers=headers).status_code == 201
+    assert (
+        api.client.post("/v1/records/rec-c/events", json=body, headers=headers).status_code == 201
+    )
     changed = {**body, "categories": ["psychotherapy_notes"]}
     conflict = api.client.post("/v1/records/rec-c/events", json=changed, headers=headers)
     assert conflict.status_code == 409

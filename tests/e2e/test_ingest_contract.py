@@ -161,7 +161,9 @@ def test_a_body_that_is_not_json_gets_a_problem(api: Api) -> None:
 
 @sqlite_only
 def test_a_body_over_the_limit_gets_413(api: Api) -> None:
-    body = example("EventCorrected", replacement={"x": "y" * (api.services.settings.max_body_bytes)})
+    body = example(
+        "EventCorrected", replacement={"x": "y" * (api.services.settings.max_body_bytes)}
+    )
     response = api.client.post("/v1/records/r/events", json=body, headers=api.writer())
     assert response.status_code == 413
     assert response.json()["type"].endswith("/too-large")

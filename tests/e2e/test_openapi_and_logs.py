@@ -32,10 +32,12 @@ def test_no_phi_appears_in_logs(api: Api, caplog: pytest.LogCaptureFixture) -> N
     body = example("DisclosureMade", recipient={"name": recipient, "kind": "attorney"})
     headers = api.writer()
     api.client.post(f"/v1/records/{record_ref}/events", json=body, headers=headers)
-    api.client.post(f"/v1/records/{record_ref}/events", json={**body, "method": "fax"},
-                    headers=headers)
-    api.client.post(f"/v1/records/{record_ref}/events", json={**body, "bogus": recipient},
-                    headers=headers)
+    api.client.post(
+        f"/v1/records/{record_ref}/events", json={**body, "method": "fax"}, headers=headers
+    )
+    api.client.post(
+        f"/v1/records/{record_ref}/events", json={**body, "bogus": recipient}, headers=headers
+    )
     api.client.get(f"/v1/records/{record_ref}/timeline", headers=headers)
     # The test client (httpx2) logs its own URLs; what matters is what the service logs.
     logged = "\n".join(

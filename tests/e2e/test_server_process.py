@@ -38,12 +38,26 @@ def test_the_readme_quick_start_serves_the_demo_and_takes_the_example_event(
         curl = shutil.which("curl")
         assert curl, "curl is needed for this test (apt-get install curl)"
         answer = subprocess.run(
-            [curl, "-s", "-w", "\n%{http_code}", "-X", "POST",
-             "-H", f"Authorization: Bearer {keys[-1]}",
-             "-H", "Content-Type: application/json",
-             "--data", "@docs/example-event.json",
-             f"{server.base}/v1/records/jr-2041/events"],
-            cwd=ROOT, capture_output=True, text=True, check=True, timeout=30,
+            [
+                curl,
+                "-s",
+                "-w",
+                "\n%{http_code}",
+                "-X",
+                "POST",
+                "-H",
+                f"Authorization: Bearer {keys[-1]}",
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                "@docs/example-event.json",
+                f"{server.base}/v1/records/jr-2041/events",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
         )
         body, status = answer.stdout.rsplit("\n", 1)
         assert status == "201", answer.stdout
@@ -124,6 +138,8 @@ def test_a_killed_server_loses_nothing_it_acknowledged(settings: Settings) -> No
             )
             assert page.status_code == 200
             stored |= {item["event_id"] for item in page.json()["items"]}
-        assert set(acknowledged) <= stored, f"{len(set(acknowledged) - stored)} acknowledged events lost"
+        assert set(acknowledged) <= stored, (
+            f"{len(set(acknowledged) - stored)} acknowledged events lost"
+        )
     finally:
         server.kill()

@@ -51,9 +51,15 @@ def test_destroying_a_records_key_redacts_it_and_no_other(api: Api) -> None:
     shredded = [example("DisclosureMade"), example("RecordAccessed")]
     kept = [example("DisclosureMade")]
     for body in shredded:
-        assert api.client.post("/v1/records/gone/events", json=body, headers=headers).status_code == 201
+        assert (
+            api.client.post("/v1/records/gone/events", json=body, headers=headers).status_code
+            == 201
+        )
     for body in kept:
-        assert api.client.post("/v1/records/kept/events", json=body, headers=headers).status_code == 201
+        assert (
+            api.client.post("/v1/records/kept/events", json=body, headers=headers).status_code
+            == 201
+        )
     before = api.client.get("/v1/records/gone/timeline", headers=headers).json()["items"]
 
     assert api.services.audit.shred_record(api.tenant, "gone")
@@ -68,8 +74,9 @@ def test_destroying_a_records_key_redacts_it_and_no_other(api: Api) -> None:
     assert [i["event_id"] for i in other] == [kept[0]["event_id"]]
     assert other[0]["event"]["recipient"]["name"] == kept[0]["recipient"]["name"]
 
-    refused = api.client.post("/v1/records/gone/events", json=example("RecordAccessed"),
-                              headers=headers)
+    refused = api.client.post(
+        "/v1/records/gone/events", json=example("RecordAccessed"), headers=headers
+    )
     assert refused.status_code == 409
     assert refused.json()["type"].endswith("/record-erased")
 

@@ -4,7 +4,7 @@ import base64
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -20,11 +20,16 @@ from service.storage.crypto import (
 KEY = b"\x01" * 32
 
 
-def _seal(record=None, version=3, topic="client-record/DisclosureMade"):  # type: ignore[no-untyped-def]
+def _seal(
+    record: UUID | None = None, version: int = 3, topic: str = "client-record/DisclosureMade"
+) -> tuple[UUID, datetime, bytes]:
     record = record or uuid4()
     at = datetime(2026, 3, 2, 20, 4, 5, 123456, tzinfo=UTC)
-    return record, at, seal_state(KEY, b'{"a": 1}', record=record, version=version, topic=topic,
-                                  recorded_at=at)
+    return (
+        record,
+        at,
+        seal_state(KEY, b'{"a": 1}', record=record, version=version, topic=topic, recorded_at=at),
+    )
 
 
 def test_a_sealed_payload_opens_only_in_its_own_place() -> None:
@@ -33,13 +38,13 @@ def test_a_sealed_payload_opens_only_in_its_own_place() -> None:
     assert open_state(KEY, state, record=record, version=3, topic=topic) == b'{"a": 1}'
     assert recorded_at_of(state) == at
     assert b'"a"' not in state
-    for kwargs in (
-        {"record": uuid4(), "version": 3, "topic": topic},
-        {"record": record, "version": 4, "topic": topic},
-        {"record": record, "version": 3, "topic": "client-record/RecordAccessed"},
+    for place in (
+        (uuid4(), 3, topic),
+        (record, 4, topic),
+        (record, 3, "client-record/RecordAccessed"),
     ):
         with pytest.raises(SealedStateError):
-            open_state(KEY, state, **kwargs)  # type: ignore[arg-type]
+            open_state(KEY, state, record=place[0], version=place[1], topic=place[2])
     with pytest.raises(SealedStateError):
         open_state(b"\x02" * 32, state, record=record, version=3, topic=topic)
 
@@ -50,8 +55,9 @@ def test_any_flipped_byte_is_detected(index: int) -> None:
     tampered = bytearray(state)
     tampered[index] ^= 0x01
     with pytest.raises(SealedStateError):
-        open_state(KEY, bytes(tampered), record=record, version=3,
-                   topic="client-record/DisclosureMade")
+        open_state(
+            KEY, bytes(tampered), record=record, version=3, topic="client-record/DisclosureMade"
+        )
 
 
 def test_the_master_key_file_is_generated_private_and_reloaded(tmp_path: Path) -> None:
