@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from domain import facts
 from domain.errors import FactInFutureError, RecordErasedError
+from domain.policy.state import LEGAL_FACTS
 
 __all__ = ["CLOCK_SKEW", "EVENT_CLASS_BY_TYPE", "ClientRecord", "check_not_in_future", "record_id"]
 
@@ -81,6 +82,8 @@ class ClientRecord(BaseAggregate[UUID]):
 
         def apply(self, aggregate: Any) -> None:
             aggregate.fact_count += 1
+            if isinstance(self.fact, LEGAL_FACTS):
+                aggregate.legal_facts = (*aggregate.legal_facts, self.fact)
 
     class RecordOpened(FactRecorded):
         """The record was opened (``RecordOpened``)."""
@@ -219,6 +222,17 @@ class ClientRecord(BaseAggregate[UUID]):
         self.jurisdiction: str | None = None
         self.fact_count = 0
         self.erased = False
+        # What later facts are judged against (frozen models in a tuple: safe to share).
+        self.legal_facts: tuple[facts.FactBase, ...] = ()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "ClientRecord":
+        # The repository deep-copies cached aggregates on every read. All state here is
+        # immutable except the pending-events list, so a shallow copy with a fresh list is a
+        # faithful copy, and it keeps ingest fast on records with long histories.
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.__dict__["_pending_events"] = list(self.pending_events)
+        return clone
 
     def record(self, fact: facts.FactBase, recorded_at: datetime) -> None:
         """Append a reported fact to the record."""

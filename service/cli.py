@@ -37,6 +37,7 @@ def _fail(message: str, hint: str) -> typer.Exit:
 def _services(settings: Settings | None = None):  # type: ignore[no-untyped-def]
     from pydantic import ValidationError
 
+    from domain.policy.rulesets import RulesetError
     from service.container import build_services
     from service.storage.crypto import MasterKeyError
 
@@ -45,7 +46,12 @@ def _services(settings: Settings | None = None):  # type: ignore[no-untyped-def]
     except ValidationError as error:
         raise _fail(f"invalid configuration: {error}", "See README, 'Configuration'.") from None
     except MasterKeyError as error:
-        raise _fail(str(error), "See README, 'Keys and encryption'.") from None
+        raise _fail(str(error), "See README, 'Operations'.") from None
+    except RulesetError as error:
+        raise _fail(
+            str(error),
+            "Fix the rule file, or unset DISCLOSURE_AUDIT_RULES_DIR to use the built-in rules.",
+        ) from None
     except Exception as error:
         raise _fail(
             f"cannot open the store ({type(error).__name__})",
@@ -217,6 +223,34 @@ def keys_revoke(
     if not revoked:
         raise _fail(f"no active key {key_id}", "See 'disclosure-audit keys list'.")
     out.print(f"Revoked key {key_id}.")
+
+
+@app.command()
+def rules(
+    directory: Annotated[
+        Path | None, typer.Argument(help="Rule directory to check (default: the configured one).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Validate the jurisdiction rule files and list what they define."""
+    from domain.policy.rulesets import BUILTIN_RULES, Rulebook, RulesetError
+
+    source = directory or Settings().rules_dir or BUILTIN_RULES
+    try:
+        book = Rulebook.load(source)
+    except RulesetError as error:
+        raise _fail(str(error), "Each value needs 'value', 'citation' and 'effective'.") from None
+    summary = {
+        ident: {"version": rs.ruleset.version, "title": rs.ruleset.title, "rules": sorted(rs.rules)}
+        for ident, rs in sorted(book.rulesets.items())
+    }
+    if as_json:
+        out.print_json(json.dumps({"directory": str(source), "rulesets": summary}))
+        return
+    table = Table("jurisdiction", "version", "title", "rules", title=f"Rule sets in {source}")
+    for ident, info in summary.items():
+        table.add_row(ident, str(info["version"]), str(info["title"]), str(len(info["rules"])))
+    out.print(table)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from domain.policy.rulesets import BUILTIN_RULES, Rulebook
 from service.auth import ApiKeyStore
 from service.settings import Settings
 from service.storage.app import AuditLog
@@ -28,5 +29,8 @@ def build_services(settings: Settings) -> Services:
     master = MasterKey.load_or_create(
         settings.master_key_path, create=settings.create_master_key or not settings.uses_postgres
     )
-    audit = AuditLog(settings.eventsourcing_env(), master, write_attempts=settings.write_attempts)
+    rulebook = Rulebook.load(settings.rules_dir or BUILTIN_RULES)
+    audit = AuditLog(
+        settings.eventsourcing_env(), master, rulebook, write_attempts=settings.write_attempts
+    )
     return Services(settings=settings, audit=audit, keys=ApiKeyStore(audit.db))

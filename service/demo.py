@@ -141,6 +141,8 @@ def _privilege() -> _Scenario:
         disclosure_id="dis-jr-3",
         recipient={"name": "Suffolk Probate and Family Court", "kind": "court"},
         categories=["appointments", "diagnosis", "progress_notes", "psychotherapy_notes"],
+        records_from="2025-06-01",
+        records_until="2026-03-31",
         method="court_filing",
         legal_basis={"kind": "court_order", "reference_id": "ord-jr-1"},
         purpose_of_use="HLEGAL",
@@ -323,7 +325,7 @@ def _revoked() -> _Scenario:
 
 def _minor() -> _Scenario:
     s = _Scenario("mi-7781", "A parent asks for a 16-year-old's records (minor consented)")
-    _opened(s, "US-CA", client_birth_date="2010-05-14", minor_consented_to_treatment=True)
+    _opened(s, "US-CA", client_birth_date="2009-11-02", minor_consented_to_treatment=True)
     s.add(
         "AuthorizationGranted",
         _days(60),

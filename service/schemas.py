@@ -34,10 +34,14 @@ class Out(BaseModel):
 class FindingOut(Out):
     """A rule the fact breaks, as judged at ingest."""
 
-    rule: str
-    severity: str
-    citation: str
+    rule: str = Field(description="Rule id of PRODUCT.md section 5, e.g. PN-1")
+    severity: str = Field(description="low, medium or high")
+    citation: str = Field(description="The law or standard the rule applies")
     message: str
+    evidence: list[UUID] = Field(description="event_ids of the facts the finding rests on")
+    ruleset: str = Field(
+        description="The rule set and version that produced it, e.g. US-MA@2026.11"
+    )
 
 
 class ReceiptOut(Out):
@@ -49,8 +53,13 @@ class ReceiptOut(Out):
     recorded_at: datetime
     findings: list[FindingOut]
     accountable: bool | None = Field(
-        description="Whether the fact belongs in a 164.528 accounting; null when not judged."
+        description="Whether the disclosure belongs in a 164.528 accounting; null for facts "
+        "that are not disclosures."
     )
+    excess_categories: list[str] = Field(
+        description="Categories disclosed beyond what the legal basis allows (minimum necessary)."
+    )
+    ruleset: str | None = Field(description="The rule set that judged the fact.")
 
     @classmethod
     def of(cls, receipt: Receipt) -> "ReceiptOut":
@@ -62,6 +71,8 @@ class ReceiptOut(Out):
             recorded_at=receipt.recorded_at,
             findings=[FindingOut.model_validate(f) for f in receipt.findings],
             accountable=receipt.accountable,
+            excess_categories=list(receipt.excess_categories),
+            ruleset=receipt.ruleset,
         )
 
 

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         description="How often one write is retried when concurrent writers to the same "
         "record win the race; after that the client gets 503 with Retry-After.",
     )
+    rules_dir: Path | None = Field(
+        default=None,
+        description="Directory of jurisdiction rule files (*.toml) to use instead of the "
+        "built-in ones; validated at start-up.",
+    )
     log_level: str = "INFO"
 
     @field_validator("database_url")

@@ -6,6 +6,7 @@ and saves with an optimistic version check. When another writer won the race for
 clients all succeed and each fact is stored once.
 """
 
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -24,15 +25,20 @@ from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 
 from domain import facts
-from domain.errors import EventIdReusedError, RecordNotFoundError
+from domain.errors import EventIdReusedError, RecordErasedError, RecordNotFoundError
+from domain.policy.engine import Judgment, judge_on_record
+from domain.policy.rulesets import Rulebook
 from domain.record import ClientRecord, check_not_in_future, record_id
-from service.storage.crypto import MasterKey
+from service.storage.crypto import MasterKey, open_state, seal_state
 from service.storage.keyring import KEYRING_TABLES, RecordKeyring
 from service.storage.mapper import RecordCipherMapper
 from service.storage.sql import Database, as_datetime, as_uuid
 from service.storage.tenant_log import TENANT_LOG_TABLES, FactEntry, LogWrite
 
 __all__ = ["AuditLog", "Receipt", "StoredEvent", "Submission", "WriteContentionError"]
+
+
+_JUDGMENT_TOPIC = "client-record/judgment"
 
 
 class WriteContentionError(Exception):
@@ -49,7 +55,7 @@ class Submission:
 
 @dataclass(frozen=True)
 class Receipt:
-    """Proof that a fact is stored: where it sits in the tenant log and when it was recorded."""
+    """Proof that a fact is stored, with the policy engine's judgment of it at ingest."""
 
     event_id: UUID
     record_ref: str
@@ -57,6 +63,8 @@ class Receipt:
     recorded_at: datetime
     findings: tuple[dict[str, Any], ...]
     accountable: bool | None
+    excess_categories: tuple[str, ...]
+    ruleset: str | None
 
 
 @dataclass(frozen=True)
@@ -68,10 +76,30 @@ class StoredEvent:
     event: ClientRecord.Event
 
 
-def _judgment_json() -> str:
-    # The policy engine (a later issue) fills in findings and accountability; until then a
-    # receipt says honestly that nothing was judged.
-    return json.dumps({"findings": [], "accountable": None})
+def _judgment_dict(judgment: Judgment | None) -> dict[str, Any]:
+    if judgment is None:  # the judgment was sealed with a record key since destroyed
+        return {"findings": [], "accountable": None, "excess_categories": [], "ruleset": None}
+    return {
+        "findings": [f.as_dict() for f in judgment.findings],
+        "accountable": judgment.accountable,
+        "excess_categories": [c.value for c in judgment.excess_categories],
+        "ruleset": judgment.ruleset,
+    }
+
+
+def _receipt(
+    submission: Submission, position: int, recorded_at: datetime, judgment: dict[str, Any]
+) -> Receipt:
+    return Receipt(
+        event_id=submission.fact.event_id,
+        record_ref=submission.record_ref,
+        position=position,
+        recorded_at=recorded_at,
+        findings=tuple(judgment["findings"]),
+        accountable=judgment["accountable"],
+        excess_categories=tuple(judgment["excess_categories"]),
+        ruleset=judgment["ruleset"],
+    )
 
 
 class AuditLog(Application[UUID]):
@@ -79,7 +107,10 @@ class AuditLog(Application[UUID]):
 
     name = "audit"
 
-    def __init__(self, env: dict[str, str], master_key: MasterKey, *, write_attempts: int) -> None:
+    def __init__(
+        self, env: dict[str, str], master_key: MasterKey, rulebook: Rulebook, *, write_attempts: int
+    ) -> None:
+        self.rulebook = rulebook
         self._master = master_key
         self._pseudonym_key = master_key.derive("record-id")
         self._digest_key = master_key.derive("content-digest")
@@ -150,6 +181,7 @@ class AuditLog(Application[UUID]):
     ) -> dict[UUID, Receipt]:
         ids = list(unique)
         found: dict[UUID, Receipt] = {}
+        rows = []
         with self.db.transaction(commit=False) as cursor:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
@@ -157,52 +189,76 @@ class AuditLog(Application[UUID]):
                 # Only placeholders are interpolated; values are bound.
                 where = f"WHERE tenant_id = %s AND event_id IN ({marks})"
                 query = f"SELECT * FROM da_tenant_log {where}"  # noqa: S608
-                rows = cursor.fetchall(query, (tenant_id, *chunk))
-                for row in rows:
-                    event_id = as_uuid(row["event_id"])
-                    submission, digest = unique[event_id]
-                    if bytes(row["content_digest"]) != digest:
-                        raise EventIdReusedError(str(event_id))
-                    judgment = json.loads(row["receipt"])
-                    found[event_id] = Receipt(
-                        event_id=event_id,
-                        record_ref=submission.record_ref,
-                        position=int(row["position"]),
-                        recorded_at=as_datetime(row["recorded_at"]),
-                        findings=tuple(judgment["findings"]),
-                        accountable=judgment["accountable"],
-                    )
+                rows += cursor.fetchall(query, (tenant_id, *chunk))
+        for row in rows:
+            event_id = as_uuid(row["event_id"])
+            submission, digest = unique[event_id]
+            if bytes(row["content_digest"]) != digest:
+                raise EventIdReusedError(str(event_id))
+            judgment = self._open_judgment(
+                as_uuid(row["record_id"]), int(row["originator_version"]), row["receipt"]
+            )
+            found[event_id] = _receipt(
+                submission, int(row["position"]), as_datetime(row["recorded_at"]), judgment
+            )
         return found
+
+    def _seal_judgment(
+        self, record: UUID, version: int, judgment: dict[str, Any], recorded_at: datetime
+    ) -> str:
+        # Findings describe what was disclosed: personal data, sealed with the record's key.
+        key = self.keyring.find(record)
+        if key is None:
+            raise RecordErasedError(f"record {record} has no data key")
+        sealed = seal_state(
+            key,
+            json.dumps(judgment).encode(),
+            record=record,
+            version=version,
+            topic=_JUDGMENT_TOPIC,
+            recorded_at=recorded_at,
+        )
+        return base64.b64encode(sealed).decode()
+
+    def _open_judgment(self, record: UUID, version: int, stored: str) -> dict[str, Any]:
+        key = self.keyring.find(record)
+        if key is None:
+            return _judgment_dict(None)
+        plain = open_state(
+            key, base64.b64decode(stored), record=record, version=version, topic=_JUDGMENT_TOPIC
+        )
+        loaded: dict[str, Any] = json.loads(plain)
+        return loaded
 
     def _write(self, tenant_id: str, items: list[tuple[Submission, bytes]]) -> dict[UUID, Receipt]:
         recorded_at = datetime.now(UTC)
         records: dict[UUID, ClientRecord] = {}
         entries: dict[tuple[UUID, int], FactEntry] = {}
-        placed: list[tuple[Submission, tuple[UUID, int]]] = []
-        judgment = _judgment_json()
+        placed: list[tuple[Submission, tuple[UUID, int], dict[str, Any]]] = []
         for submission, digest in items:
             rid = self.record_id(tenant_id, submission.record_ref)
             record = records.get(rid)
             if record is None:
                 record = self._load_or_register(tenant_id, submission.record_ref, rid, recorded_at)
                 records[rid] = record
+            judgment = _judgment_dict(self.judge(record, submission.fact))
             record.record(submission.fact, recorded_at)
             key = (rid, record.version)
-            entries[key] = FactEntry(submission.fact.event_id, digest, judgment)
-            placed.append((submission, key))
+            sealed = self._seal_judgment(rid, record.version, judgment, recorded_at)
+            entries[key] = FactEntry(submission.fact.event_id, digest, sealed)
+            placed.append((submission, key, judgment))
         log = LogWrite(tenant_id=tenant_id, recorded_at=recorded_at, facts=entries)
         self.save(*records.values(), log=log)
         return {
-            submission.fact.event_id: Receipt(
-                event_id=submission.fact.event_id,
-                record_ref=submission.record_ref,
-                position=log.positions[key],
-                recorded_at=recorded_at,
-                findings=(),
-                accountable=None,
+            submission.fact.event_id: _receipt(
+                submission, log.positions[key], recorded_at, judgment
             )
-            for submission, key in placed
+            for submission, key, judgment in placed
         }
+
+    def judge(self, record: ClientRecord, fact: facts.FactBase) -> Judgment:
+        """The policy engine's verdict on a fact, against the record's history so far."""
+        return judge_on_record(self.rulebook, record.legal_facts, fact)
 
     def _load_or_register(
         self, tenant_id: str, record_ref: str, rid: UUID, recorded_at: datetime
