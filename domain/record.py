@@ -234,6 +234,11 @@ class ClientRecord(BaseAggregate[UUID]):
         clone.__dict__["_pending_events"] = list(self.pending_events)
         return clone
 
+    @staticmethod
+    def legal_fact_types() -> tuple[type[facts.FactBase], ...]:
+        """The fact types a record keeps to judge later facts against."""
+        return LEGAL_FACTS
+
     def record(self, fact: facts.FactBase, recorded_at: datetime) -> None:
         """Append a reported fact to the record."""
         if self.tenant_id is None or self.record_ref is None:

@@ -46,8 +46,10 @@ class RecordState:
     """Authorizations, demands, orders, privilege, reports and warnings as of ``at``."""
 
     def __init__(self, history: Iterable[facts.FactBase], at: datetime, exclude: UUID) -> None:
+        # Only legal facts matter here; dropping accesses and disclosures before sorting keeps a
+        # rebuild over long histories fast.
         ordered = sorted(
-            (f for f in history if f.event_id != exclude),
+            (f for f in history if isinstance(f, LEGAL_FACTS) and f.event_id != exclude),
             key=lambda f: (f.occurred_at, str(f.event_id)),
         )
         self.at = at
