@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from service.container import Services, build_services
 from service.errors import install_error_handlers
 from service.middleware import AccessLogMiddleware, BodyLimitMiddleware
-from service.routes import ingest, records
+from service.routes import exports, ingest, log, records
 from service.settings import Settings
 
 __all__ = ["create_app", "create_app_from_env"]
@@ -39,6 +39,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(ingest.router)
     app.include_router(records.router)
+    app.include_router(log.router)
+    app.include_router(exports.router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(AccessLogMiddleware)
     return app

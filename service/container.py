@@ -4,6 +4,9 @@ from dataclasses import dataclass
 
 from domain.policy.rulesets import BUILTIN_RULES, Rulebook
 from service.auth import ApiKeyStore
+from service.integrity.jobs import EXPORT_TABLES
+from service.integrity.log import TenantLog
+from service.integrity.signing import LogKeyring
 from service.settings import Settings
 from service.storage.app import AuditLog
 from service.storage.crypto import MasterKey
@@ -18,6 +21,7 @@ class Services:
     settings: Settings
     audit: AuditLog
     keys: ApiKeyStore
+    log: TenantLog
 
     def close(self) -> None:
         """Close connection pools."""
@@ -33,4 +37,11 @@ def build_services(settings: Settings) -> Services:
     audit = AuditLog(
         settings.eventsourcing_env(), master, rulebook, write_attempts=settings.write_attempts
     )
-    return Services(settings=settings, audit=audit, keys=ApiKeyStore(audit.db))
+    log = TenantLog(
+        audit.db,
+        audit.keyring,
+        LogKeyring(settings.log_keys_path, settings.log_origin),
+        settings.log_origin,
+    )
+    audit.db.create_tables(EXPORT_TABLES)
+    return Services(settings=settings, audit=audit, keys=ApiKeyStore(audit.db), log=log)

@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from service.auth import Principal, Role
 from service.container import Services
 
-__all__ = ["ServicesDep", "require"]
+__all__ = ["ServicesDep", "require", "require_any"]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer da_…`")
 
@@ -24,6 +24,11 @@ ServicesDep = Annotated[Services, Depends(_services)]
 
 def require(role: Role) -> Callable[..., Principal]:
     """A dependency that admits only callers whose key has ``role`` (401 / 403 otherwise)."""
+    return require_any(role)
+
+
+def require_any(*roles: Role) -> Callable[..., Principal]:
+    """A dependency that admits callers whose key has any of ``roles`` (401 / 403 otherwise)."""
 
     def dependency(
         services: ServicesDep,
@@ -43,9 +48,10 @@ def require(role: Role) -> Callable[..., Principal]:
                 "The API key is unknown or revoked; ask an operator for a valid key.",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
-        if role not in principal.roles:
-            raise HTTPException(403, f"This API key lacks the '{role.value}' role.")
+        if not principal.roles & set(roles):
+            needed = "' or '".join(r.value for r in roles)
+            raise HTTPException(403, f"This API key lacks the '{needed}' role.")
         return principal
 
-    dependency.__name__ = f"require_{role.value}"
+    dependency.__name__ = "require_" + "_or_".join(r.value for r in roles)
     return dependency

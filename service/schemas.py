@@ -1,6 +1,6 @@
 """Request and response bodies of the public API (API.md), separate from stored events."""
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Union
 from uuid import UUID
 
@@ -15,7 +15,11 @@ __all__ = [
     "BatchItem",
     "BatchReceipts",
     "BatchRequest",
+    "ConsistencyProofOut",
+    "ExportOut",
+    "ExportRequest",
     "FindingOut",
+    "InclusionProofOut",
     "Problem",
     "ReceiptOut",
     "TimelineItem",
@@ -163,3 +167,40 @@ class Problem(BaseModel):
     status: int
     detail: str
     errors: list[dict[str, Any]] | None = None
+
+
+class InclusionProofOut(Out):
+    """An RFC 9162 inclusion proof (hashes in base64)."""
+
+    event_id: UUID
+    leaf_index: int
+    tree_size: int
+    leaf_hash: str
+    proof: list[str]
+
+
+class ConsistencyProofOut(Out):
+    """An RFC 9162 consistency proof (hashes in base64)."""
+
+    from_size: int
+    to_size: int
+    proof: list[str]
+
+
+class ExportRequest(BaseModel):
+    """What a regulator export holds; no field means the whole log (API.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    since: date | None = None
+    until: date | None = None
+    record_refs: Annotated[list[facts.RecordRef], Field(max_length=1000)] | None = None
+
+
+class ExportOut(Out):
+    """The state of an export."""
+
+    export_id: UUID
+    status: str = Field(description="pending, running, done or failed")
+    events: int | None = None
+    tree_size: int | None = None
+    detail: str | None = None

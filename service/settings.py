@@ -50,6 +50,16 @@ class Settings(BaseSettings):
         description="How often one write is retried when concurrent writers to the same "
         "record win the race; after that the client gets 503 with Retry-After.",
     )
+    log_key_dir: Path | None = Field(
+        default=None,
+        description="Directory of the Ed25519 keys that sign checkpoints (default: home/log-keys).",
+    )
+    log_origin: str = Field(
+        default="disclosure-audit.local",
+        pattern=r"^[A-Za-z0-9.-]+$",
+        description="Origin prefix of checkpoints and name of the signing key; a tenant's log "
+        "is <origin>/<tenant>.",
+    )
     rules_dir: Path | None = Field(
         default=None,
         description="Directory of jurisdiction rule files (*.toml) to use instead of the "
@@ -76,6 +86,11 @@ class Settings(BaseSettings):
     def sqlite_path(self) -> Path:
         """The embedded store's file."""
         return self.home / "audit.sqlite3"
+
+    @property
+    def log_keys_path(self) -> Path:
+        """Where the checkpoint signing keys live."""
+        return self.log_key_dir or self.home / "log-keys"
 
     @property
     def master_key_path(self) -> Path:

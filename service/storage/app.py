@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import random
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from service.storage.crypto import MasterKey, open_state, seal_state
 from service.storage.keyring import KEYRING_TABLES, RecordKeyring
 from service.storage.mapper import RecordCipherMapper
 from service.storage.sql import Database, as_datetime, as_uuid
-from service.storage.tenant_log import TENANT_LOG_TABLES, FactEntry, LogWrite
+from service.storage.tenant_log import TENANT_LOG_TABLES, FactEntry, LeafEntry, LogWrite
 
 __all__ = ["AuditLog", "Receipt", "StoredEvent", "Submission", "WriteContentionError"]
 
@@ -85,6 +86,26 @@ def _judgment_dict(judgment: Judgment | None) -> dict[str, Any]:
         "excess_categories": [c.value for c in judgment.excess_categories],
         "ruleset": judgment.ruleset,
     }
+
+
+def leaf_content(event: Any) -> dict[str, Any]:
+    """What a Merkle leaf commits to for one stored event, with a random salt.
+
+    The salt keeps a bare leaf hash from being matched against guessed contents; it is sealed
+    with the rest of the leaf, so after crypto-shredding only the hash remains.
+    """
+    content: dict[str, Any] = {
+        "type": type(event).TOPIC.rsplit("/", 1)[-1],
+        "record_ref": event.record_ref,
+        "recorded_at": event.timestamp.isoformat(),
+        "salt": base64.b64encode(secrets.token_bytes(16)).decode(),
+    }
+    if isinstance(event, ClientRecord.FactRecorded):
+        content["type"] = type(event.fact).__name__
+        content["event"] = event.fact.model_dump(mode="json", exclude_none=True)
+    else:
+        content["type"] = "RecordRegistered"
+    return content
 
 
 def _receipt(
@@ -195,7 +216,7 @@ class AuditLog(Application[UUID]):
             submission, digest = unique[event_id]
             if bytes(row["content_digest"]) != digest:
                 raise EventIdReusedError(str(event_id))
-            judgment = self._open_judgment(
+            judgment = self.open_judgment(
                 as_uuid(row["record_id"]), int(row["originator_version"]), row["receipt"]
             )
             found[event_id] = _receipt(
@@ -203,15 +224,18 @@ class AuditLog(Application[UUID]):
             )
         return found
 
+    def _key_of(self, record: UUID) -> bytes:
+        key = self.keyring.find(record)
+        if key is None:
+            raise RecordErasedError(f"record {record} has no data key")
+        return key
+
     def _seal_judgment(
         self, record: UUID, version: int, judgment: dict[str, Any], recorded_at: datetime
     ) -> str:
         # Findings describe what was disclosed: personal data, sealed with the record's key.
-        key = self.keyring.find(record)
-        if key is None:
-            raise RecordErasedError(f"record {record} has no data key")
         sealed = seal_state(
-            key,
+            self._key_of(record),
             json.dumps(judgment).encode(),
             record=record,
             version=version,
@@ -220,7 +244,8 @@ class AuditLog(Application[UUID]):
         )
         return base64.b64encode(sealed).decode()
 
-    def _open_judgment(self, record: UUID, version: int, stored: str) -> dict[str, Any]:
+    def open_judgment(self, record: UUID, version: int, stored: str) -> dict[str, Any]:
+        """The judgment stored with a fact, or an empty one if the record was shredded."""
         key = self.keyring.find(record)
         if key is None:
             return _judgment_dict(None)
@@ -247,7 +272,12 @@ class AuditLog(Application[UUID]):
             sealed = self._seal_judgment(rid, record.version, judgment, recorded_at)
             entries[key] = FactEntry(submission.fact.event_id, digest, sealed)
             placed.append((submission, key, judgment))
-        log = LogWrite(tenant_id=tenant_id, recorded_at=recorded_at, facts=entries)
+        leaves = {
+            (rid, event.originator_version): LeafEntry(leaf_content(event), self._key_of(rid))
+            for rid, record in records.items()
+            for event in record.pending_events
+        }
+        log = LogWrite(tenant_id=tenant_id, recorded_at=recorded_at, facts=entries, leaves=leaves)
         self.save(*records.values(), log=log)
         return {
             submission.fact.event_id: _receipt(

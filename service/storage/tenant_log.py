@@ -9,13 +9,28 @@ assigned here, inside the insert transaction, after the store's write lock is he
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
+import rfc8785
 from eventsourcing.persistence import StoredEvent
 
+from domain import merkle
+from service.storage.crypto import seal_state
 from service.storage.sql import Dialect, Row, SqlCursor
 
-__all__ = ["TENANT_LOG_TABLES", "FactEntry", "LogWrite", "append_to_tenant_log"]
+__all__ = [
+    "LEAF_TOPIC",
+    "TENANT_LOG_TABLES",
+    "FactEntry",
+    "LeafEntry",
+    "LogWrite",
+    "append_to_tenant_log",
+    "leaf_bytes",
+    "seal_leaf",
+]
+
+LEAF_TOPIC = "client-record/leaf"
 
 TENANT_LOG_TABLES: dict[Dialect, list[str]] = {
     "postgres": [
@@ -24,6 +39,7 @@ TENANT_LOG_TABLES: dict[Dialect, list[str]] = {
         " notification_id BIGINT NOT NULL UNIQUE, record_id UUID NOT NULL,"
         " originator_version BIGINT NOT NULL, event_id UUID, content_digest BYTEA,"
         " recorded_at TIMESTAMPTZ NOT NULL, receipt TEXT,"
+        " leaf_hash BYTEA NOT NULL, leaf_entry BYTEA NOT NULL,"
         " PRIMARY KEY (tenant_id, position), UNIQUE (tenant_id, event_id))",
         "CREATE INDEX IF NOT EXISTS da_tenant_log_record_idx"
         " ON da_tenant_log (record_id, originator_version)",
@@ -34,6 +50,7 @@ TENANT_LOG_TABLES: dict[Dialect, list[str]] = {
         " notification_id INTEGER NOT NULL UNIQUE, record_id TEXT NOT NULL,"
         " originator_version INTEGER NOT NULL, event_id TEXT, content_digest BLOB,"
         " recorded_at TEXT NOT NULL, receipt TEXT,"
+        " leaf_hash BLOB NOT NULL, leaf_entry BLOB NOT NULL,"
         " PRIMARY KEY (tenant_id, position), UNIQUE (tenant_id, event_id))",
         "CREATE INDEX IF NOT EXISTS da_tenant_log_record_idx"
         " ON da_tenant_log (record_id, originator_version)",
@@ -50,6 +67,14 @@ class FactEntry:
     receipt: str
 
 
+@dataclass(frozen=True)
+class LeafEntry:
+    """The content of one Merkle leaf, before its position is known, and the key that seals it."""
+
+    content: dict[str, Any]
+    key: bytes
+
+
 @dataclass
 class LogWrite:
     """Passed through ``Application.save`` to the recorder; positions are filled in there."""
@@ -57,7 +82,20 @@ class LogWrite:
     tenant_id: str
     recorded_at: datetime
     facts: dict[tuple[UUID, int], FactEntry]
+    leaves: dict[tuple[UUID, int], LeafEntry]
     positions: dict[tuple[UUID, int], int] = field(default_factory=dict)
+
+
+def leaf_bytes(content: dict[str, Any], position: int) -> bytes:
+    """The canonical bytes (RFC 8785) of a leaf: its content with its tenant-log position."""
+    return rfc8785.dumps({**content, "position": position})
+
+
+def seal_leaf(key: bytes, data: bytes, record: UUID, version: int, recorded_at: datetime) -> bytes:
+    """Seal a leaf's bytes with the record's key: they hold the event's personal data."""
+    return seal_state(
+        key, data, record=record, version=version, topic=LEAF_TOPIC, recorded_at=recorded_at
+    )
 
 
 def append_to_tenant_log(
@@ -81,6 +119,9 @@ def append_to_tenant_log(
         record = UUID(str(stored.originator_id))
         key = (record, stored.originator_version)
         entry = log.facts.get(key)
+        leaf = log.leaves[key]
+        data = leaf_bytes(leaf.content, position)
+        sealed = seal_leaf(leaf.key, data, record, stored.originator_version, log.recorded_at)
         rows.append(
             (
                 log.tenant_id,
@@ -92,12 +133,14 @@ def append_to_tenant_log(
                 entry.digest if entry else None,
                 log.recorded_at,
                 entry.receipt if entry else None,
+                merkle.leaf_hash(data),
+                sealed,
             )
         )
         log.positions[key] = position
     cursor.executemany(
         "INSERT INTO da_tenant_log (tenant_id, position, notification_id, record_id,"
-        " originator_version, event_id, content_digest, recorded_at, receipt)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " originator_version, event_id, content_digest, recorded_at, receipt, leaf_hash,"
+        " leaf_entry) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         rows,
     )

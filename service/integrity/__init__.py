@@ -1,0 +1,1 @@
+"""The tenant Merkle log: signed checkpoints, proofs, and the regulator export."""

@@ -1,0 +1,190 @@
+"""The tenant log as a Merkle tree: leaf hashes, signed checkpoints, proofs, sealed entries.
+
+Leaf ``i`` of a tenant's tree is the event at tenant-log position ``i + 1``. A checkpoint is
+signed once per tree size and stored; asked again for the same size, the log returns the stored
+one and refuses (loudly) if the tree would now give a different root (C2SP tlog-checkpoint: a
+log MUST NOT sign two inconsistent checkpoints).
+"""
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from domain import merkle
+from service.integrity.signing import LogKeyring, sign_note
+from service.storage.crypto import open_state
+from service.storage.keyring import RecordKeyring
+from service.storage.sql import Database, Dialect, as_datetime, as_uuid
+from service.storage.tenant_log import LEAF_TOPIC
+
+__all__ = ["CHECKPOINT_TABLES", "Checkpoint", "LogEntry", "SplitViewError", "TenantLog"]
+
+CHECKPOINT_TABLES: dict[Dialect, list[str]] = {
+    "postgres": [
+        "CREATE TABLE IF NOT EXISTS da_checkpoints (tenant_id TEXT NOT NULL,"
+        " tree_size BIGINT NOT NULL, root_hash BYTEA NOT NULL, note TEXT NOT NULL,"
+        " key_id TEXT NOT NULL, created_at TIMESTAMPTZ NOT NULL,"
+        " PRIMARY KEY (tenant_id, tree_size))",
+    ],
+    "sqlite": [
+        "CREATE TABLE IF NOT EXISTS da_checkpoints (tenant_id TEXT NOT NULL,"
+        " tree_size INTEGER NOT NULL, root_hash BLOB NOT NULL, note TEXT NOT NULL,"
+        " key_id TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (tenant_id, tree_size))",
+    ],
+}
+
+
+class SplitViewError(Exception):
+    """Raised when the tree no longer matches a checkpoint the log already signed."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed statement of the tree's size and root."""
+
+    origin: str
+    size: int
+    root: bytes
+    note: str
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One leaf of the log, opened if its record's key still exists."""
+
+    position: int
+    record_id: UUID
+    version: int
+    leaf_hash: bytes
+    data: bytes | None
+    receipt: str | None
+
+    @property
+    def content(self) -> dict[str, Any] | None:
+        """The leaf's JSON content, or None for an erased (crypto-shredded) leaf."""
+        return None if self.data is None else dict(json.loads(self.data))
+
+
+class TenantLog:
+    """Reads the tenant log as a tree and signs checkpoints of it."""
+
+    def __init__(
+        self, db: Database, keyring: RecordKeyring, log_keys: LogKeyring, origin_prefix: str
+    ) -> None:
+        self._db = db
+        self._keyring = keyring
+        self.log_keys = log_keys
+        self._origin_prefix = origin_prefix
+        db.create_tables(CHECKPOINT_TABLES)
+
+    def origin(self, tenant_id: str) -> str:
+        """The checkpoint origin line of a tenant's log."""
+        return f"{self._origin_prefix}/{tenant_id}"
+
+    def size(self, tenant_id: str) -> int:
+        """How many leaves the tenant's tree has."""
+        with self._db.transaction(commit=False) as cursor:
+            row = cursor.fetchone(
+                "SELECT COALESCE(MAX(position), 0) AS n FROM da_tenant_log WHERE tenant_id = %s",
+                (tenant_id,),
+            )
+        return int(row["n"]) if row else 0
+
+    def leaf_hashes(self, tenant_id: str, size: int) -> list[bytes]:
+        """The first ``size`` leaf hashes, in order."""
+        with self._db.transaction(commit=False) as cursor:
+            rows = cursor.fetchall(
+                "SELECT leaf_hash FROM da_tenant_log WHERE tenant_id = %s AND position <= %s"
+                " ORDER BY position",
+                (tenant_id, size),
+            )
+        return [bytes(r["leaf_hash"]) for r in rows]
+
+    def checkpoint(self, tenant_id: str, *, create_key: bool = True) -> Checkpoint:
+        """A signed checkpoint of the tenant's tree at its current size."""
+        size = self.size(tenant_id)
+        root = merkle.root(self.leaf_hashes(tenant_id, size))
+        with self._db.transaction(commit=False) as cursor:
+            stored = cursor.fetchone(
+                "SELECT root_hash, note FROM da_checkpoints"
+                " WHERE tenant_id = %s AND tree_size = %s",
+                (tenant_id, size),
+            )
+        if stored is None:
+            key = self.log_keys.current(create=create_key)
+            text = f"{self.origin(tenant_id)}\n{size}\n{base64.b64encode(root).decode()}\n"
+            note = sign_note(text, key)
+            with self._db.transaction() as cursor:
+                cursor.execute(
+                    "INSERT INTO da_checkpoints (tenant_id, tree_size, root_hash, note, key_id,"
+                    " created_at) VALUES (%s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT (tenant_id, tree_size) DO NOTHING",
+                    (tenant_id, size, root, note, key.id_hex, datetime.now(UTC)),
+                )
+                stored = cursor.fetchone(
+                    "SELECT root_hash, note FROM da_checkpoints"
+                    " WHERE tenant_id = %s AND tree_size = %s",
+                    (tenant_id, size),
+                )
+        if stored is None or bytes(stored["root_hash"]) != root:
+            raise SplitViewError(
+                f"the log of {tenant_id} at size {size} no longer has the root it signed"
+            )
+        return Checkpoint(self.origin(tenant_id), size, root, str(stored["note"]))
+
+    def position_of(self, tenant_id: str, event_id: UUID) -> int | None:
+        """The position of a client event in the tenant log."""
+        with self._db.transaction(commit=False) as cursor:
+            row = cursor.fetchone(
+                "SELECT position FROM da_tenant_log WHERE tenant_id = %s AND event_id = %s",
+                (tenant_id, event_id),
+            )
+        return int(row["position"]) if row else None
+
+    def entries(
+        self, tenant_id: str, size: int, records: set[UUID] | None = None
+    ) -> Iterator[LogEntry]:
+        """Leaves 1..size in order, in pages, opened with their record keys where they exist."""
+        last = 0
+        while last < size:
+            with self._db.transaction(commit=False) as cursor:
+                rows = cursor.fetchall(
+                    "SELECT position, record_id, originator_version, leaf_hash, leaf_entry,"
+                    " receipt FROM da_tenant_log WHERE tenant_id = %s AND position > %s"
+                    " AND position <= %s ORDER BY position LIMIT 1000",
+                    (tenant_id, last, size),
+                )
+            if not rows:
+                return
+            for row in rows:
+                last = int(row["position"])
+                record = as_uuid(row["record_id"])
+                if records is not None and record not in records:
+                    continue
+                yield LogEntry(
+                    position=last,
+                    record_id=record,
+                    version=int(row["originator_version"]),
+                    leaf_hash=bytes(row["leaf_hash"]),
+                    data=self._open(record, int(row["originator_version"]), row["leaf_entry"]),
+                    receipt=row["receipt"],
+                )
+
+    def _open(self, record: UUID, version: int, sealed: bytes) -> bytes | None:
+        key = self._keyring.find(record)
+        if key is None:
+            return None  # crypto-shredded: only the leaf hash remains
+        return open_state(key, bytes(sealed), record=record, version=version, topic=LEAF_TOPIC)
+
+    def recorded_at(self, tenant_id: str, position: int) -> datetime | None:
+        """When the event at a position was recorded."""
+        with self._db.transaction(commit=False) as cursor:
+            row = cursor.fetchone(
+                "SELECT recorded_at FROM da_tenant_log WHERE tenant_id = %s AND position = %s",
+                (tenant_id, position),
+            )
+        return as_datetime(row["recorded_at"]) if row else None

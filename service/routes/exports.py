@@ -1,0 +1,107 @@
+"""Regulator exports over HTTP: start one, poll it, download the bundle as .tar.gz."""
+
+import io
+import tarfile
+from pathlib import Path
+from typing import Annotated
+from uuid import UUID, uuid4
+
+from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException
+from fastapi.responses import StreamingResponse
+
+from service.auth import Principal, Role
+from service.container import Services
+from service.deps import ServicesDep, require_any
+from service.integrity.export import ExportScope, write_bundle
+from service.integrity.jobs import ExportJobs
+from service.schemas import ExportOut, ExportRequest, Problem
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/exports", tags=["integrity"])
+Auditor = Annotated[Principal, Depends(require_any(Role.REGULATOR, Role.COMPLIANCE))]
+_ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": Problem},
+    403: {"model": Problem},
+    404: {"model": Problem},
+    409: {"model": Problem},
+    422: {"model": Problem},
+}
+
+
+def _directory(services: Services, export_id: UUID) -> Path:
+    return services.settings.home / "exports" / str(export_id)
+
+
+def _run(services: Services, tenant: str, export_id: UUID, scope: ExportScope) -> None:
+    jobs = ExportJobs(services.audit.db)
+    jobs.update(export_id, "running")
+    try:
+        summary = write_bundle(
+            services.log, services.audit, tenant, _directory(services, export_id), scope=scope
+        )
+    except Exception as error:  # the job records the failure; the client polls for it
+        jobs.update(export_id, "failed", detail=type(error).__name__)
+        raise
+    jobs.update(export_id, "done", events=summary.events, tree_size=summary.checkpoint.size)
+
+
+@router.post(
+    "",
+    operation_id="create_export",
+    status_code=202,
+    response_model=ExportOut,
+    responses=_ERRORS,
+    summary="Start an export of the tenant's audit trail",
+)
+def create_export(
+    request: ExportRequest, principal: Auditor, services: ServicesDep, tasks: BackgroundTasks
+) -> ExportOut:
+    """The export runs in the background; poll ``GET /v1/exports/{export_id}``."""
+    scope = ExportScope(request.since, request.until, tuple(request.record_refs or ()))
+    export_id = uuid4()
+    ExportJobs(services.audit.db).create(export_id, principal.tenant_id)
+    tasks.add_task(_run, services, principal.tenant_id, export_id, scope)
+    return ExportOut(export_id=export_id, status="pending")
+
+
+@router.get(
+    "/{export_id}",
+    operation_id="get_export",
+    response_model=ExportOut,
+    responses=_ERRORS,
+    summary="The state of an export",
+)
+def get_export(export_id: UUID, principal: Auditor, services: ServicesDep) -> ExportOut:
+    """pending, running, done (with counts) or failed."""
+    job = ExportJobs(services.audit.db).find(export_id, principal.tenant_id)
+    if job is None:
+        raise HTTPException(404, "No such export in your tenant.")
+    return job
+
+
+@router.get(
+    "/{export_id}/bundle",
+    operation_id="get_export_bundle",
+    responses={200: {"content": {"application/gzip": {}}}, **_ERRORS},
+    summary="The bundle (.tar.gz of the directory 'disclosure-audit export' writes)",
+)
+def get_export_bundle(
+    export_id: UUID, principal: Auditor, services: ServicesDep
+) -> StreamingResponse:
+    """Available once the export is done."""
+    job = ExportJobs(services.audit.db).find(export_id, principal.tenant_id)
+    if job is None:
+        raise HTTPException(404, "No such export in your tenant.")
+    if job.status != "done":
+        raise HTTPException(409, f"The export is {job.status}; poll until it is done.")
+    directory = _directory(services, export_id)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(directory, arcname=f"export-{export_id}")
+    buffer.seek(0)
+    return StreamingResponse(
+        buffer,
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="export-{export_id}.tar.gz"'},
+    )
