@@ -28,6 +28,7 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,10 +140,29 @@ def _position(line: bytes, number: int) -> tuple[int, bytes]:
     return position, merkle.leaf_hash(line)
 
 
-def _full(lines: list[bytes], leaves_bin: bytes, size: int, root: bytes) -> None:
+def _lines(path: Path) -> Iterator[bytes]:
+    """The lines of a file without their newlines, read as a stream."""
+    try:
+        with path.open("rb") as handle:
+            for line in handle:
+                yield line.rstrip(b"\n")
+    except OSError:
+        raise BundleError(f"{path.name} is missing") from None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _full(lines: Iterator[bytes], leaves_bin: bytes, size: int, root: bytes) -> int:
     leaves = [leaves_bin[i : i + 32] for i in range(0, len(leaves_bin), 32)]
     if len(leaves_bin) % 32 or len(leaves) != size or merkle.root(leaves) != root:
         raise BundleError("leaves.bin does not match the signed checkpoint")
+    number = 0
     for number, line in enumerate(lines, start=1):
         position, leaf = _position(line, number)
         if position != number or number > size:
@@ -155,15 +175,14 @@ def _full(lines: list[bytes], leaves_bin: bytes, size: int, root: bytes) -> None
                 f"events.ndjson line {number}: does not match leaf {number - 1} of the signed log"
                 " (the line was altered)"
             )
-    if len(lines) != size:
-        raise BundleError(f"events.ndjson has {len(lines)} lines; the log has {size} leaves")
+    if number != size:
+        raise BundleError(f"events.ndjson has {number} lines; the log has {size} leaves")
+    return number
 
 
-def _partial(lines: list[bytes], proofs: list[bytes], size: int, root: bytes) -> None:
-    if len(proofs) != len(lines):
-        raise BundleError("proofs.ndjson and events.ndjson differ in length")
-    previous = 0
-    for number, (line, proof_line) in enumerate(zip(lines, proofs, strict=True), start=1):
+def _partial(lines: Iterator[bytes], proofs: Iterator[bytes], size: int, root: bytes) -> int:
+    previous = number = 0
+    for number, (line, proof_line) in enumerate(zip(lines, proofs, strict=False), start=1):
         position, leaf = _position(line, number)
         if position <= previous or position > size:
             raise BundleError(f"events.ndjson line {number}: position {position} out of order")
@@ -175,6 +194,9 @@ def _partial(lines: list[bytes], proofs: list[bytes], size: int, root: bytes) ->
             raise BundleError(
                 f"events.ndjson line {number}: not in the signed log ({error})"
             ) from None
+    if next(lines, None) is not None or next(proofs, None) is not None:
+        raise BundleError("proofs.ndjson and events.ndjson differ in length")
+    return number
 
 
 def _consistency(
@@ -216,23 +238,25 @@ def verify_bundle(directory: Path, public_keys: str) -> Verified:
         raise BundleError("manifest.json and checkpoint.txt describe different logs")
     full = manifest["scope"]["kind"] == "full"
 
-    lines = read("events.ndjson").splitlines()
+    lines = _lines(directory / "events.ndjson")
     if full:
-        _full(lines, read("leaves.bin"), size, root)
+        events = _full(lines, read("leaves.bin"), size, root)
     else:
-        _partial(lines, read("proofs.ndjson").splitlines(), size, root)
+        events = _partial(lines, _lines(directory / "proofs.ndjson"), size, root)
     if (directory / "consistency.json").exists():
         _consistency(json.loads(read("consistency.json")), keys, origin, size, root)
 
     listed: dict[str, str] = manifest.get("files", {})
     for name, digest in listed.items():
-        if hashlib.sha256(read(name)).hexdigest() != digest:
+        if not (directory / name).is_file():
+            raise BundleError(f"{name} is missing")
+        if _sha256(directory / name) != digest:
             raise BundleError(f"{name} does not match the digest in the manifest")
     present = {p.name for p in directory.iterdir() if p.is_file()}
     unlisted = present - set(listed) - {"manifest.json", "manifest.sig"}
     if unlisted:
         raise BundleError(f"unexpected file(s) in the bundle: {', '.join(sorted(unlisted))}")
-    if manifest.get("counts", {}).get("events") != len(lines):
+    counts = manifest.get("counts", {})
+    if counts.get("events") != events:
         raise BundleError("manifest.json counts a different number of events")
-    erased = sum(1 for line in lines if line.startswith(b'{"erased":true'))
-    return Verified(origin, size, len(lines), erased, signer, full)
+    return Verified(origin, size, events, int(counts.get("erased", 0)), signer, full)

@@ -149,7 +149,11 @@ def write_bundle(
     if previous_checkpoint is not None:
         _write_consistency(log, tenant_id, checkpoint, previous_checkpoint, out)
     for path in sorted(out.iterdir()):
-        files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        hasher = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):  # flat memory
+                hasher.update(chunk)
+        files[path.name] = hasher.hexdigest()
     manifest = {
         "format": FORMAT,
         "origin": checkpoint.origin,
@@ -168,8 +172,8 @@ def write_bundle(
     }
     manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode() + b"\n"
     (out / "manifest.json").write_bytes(manifest_bytes)
-    digest = hashlib.sha256(manifest_bytes).hexdigest()
-    (out / "manifest.sig").write_text(sign_note(f"{MANIFEST_NOTE}\n{digest}\n", key))
+    manifest_digest = hashlib.sha256(manifest_bytes).hexdigest()
+    (out / "manifest.sig").write_text(sign_note(f"{MANIFEST_NOTE}\n{manifest_digest}\n", key))
     return ExportSummary(out, checkpoint, counts["events"], counts["erased"])
 
 

@@ -1,13 +1,12 @@
 """Regulator exports over HTTP: start one, poll it, download the bundle as .tar.gz."""
 
-import io
 import tarfile
 from pathlib import Path
 from typing import Annotated
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse
 
 from service.auth import Principal, Role
 from service.container import Services
@@ -86,9 +85,7 @@ def get_export(export_id: UUID, principal: Auditor, services: ServicesDep) -> Ex
     responses={200: {"content": {"application/gzip": {}}}, **_ERRORS},
     summary="The bundle (.tar.gz of the directory 'disclosure-audit export' writes)",
 )
-def get_export_bundle(
-    export_id: UUID, principal: Auditor, services: ServicesDep
-) -> StreamingResponse:
+def get_export_bundle(export_id: UUID, principal: Auditor, services: ServicesDep) -> FileResponse:
     """Available once the export is done."""
     job = ExportJobs(services.audit.db).find(export_id, principal.tenant_id)
     if job is None:
@@ -96,12 +93,12 @@ def get_export_bundle(
     if job.status != "done":
         raise HTTPException(409, f"The export is {job.status}; poll until it is done.")
     directory = _directory(services, export_id)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        archive.add(directory, arcname=f"export-{export_id}")
-    buffer.seek(0)
-    return StreamingResponse(
-        buffer,
-        media_type="application/gzip",
-        headers={"Content-Disposition": f'attachment; filename="export-{export_id}.tar.gz"'},
+    archive_path = directory.with_suffix(".tar.gz")
+    if not archive_path.exists():  # packed once, on first download, on disk: memory stays flat
+        partial = archive_path.with_suffix(".partial")
+        with tarfile.open(partial, mode="w:gz") as archive:
+            archive.add(directory, arcname=f"export-{export_id}")
+        partial.rename(archive_path)
+    return FileResponse(
+        archive_path, media_type="application/gzip", filename=f"export-{export_id}.tar.gz"
     )
