@@ -7,6 +7,8 @@ from service.auth import ApiKeyStore
 from service.integrity.jobs import EXPORT_TABLES
 from service.integrity.log import TenantLog
 from service.integrity.signing import LogKeyring
+from service.projector import Projector
+from service.reads import ReadLog
 from service.settings import Settings
 from service.storage.app import AuditLog
 from service.storage.crypto import MasterKey
@@ -22,6 +24,15 @@ class Services:
     audit: AuditLog
     keys: ApiKeyStore
     log: TenantLog
+    projector: Projector
+    reads: ReadLog
+
+    def shred_record(self, tenant_id: str, record_ref: str) -> bool:
+        """Crypto-shred a record: destroy its key and purge its read-model rows."""
+        destroyed = self.audit.shred_record(tenant_id, record_ref)
+        with self.audit.db.transaction() as cursor:
+            self.projector.model.purge(cursor, self.audit.record_id(tenant_id, record_ref))
+        return destroyed
 
     def close(self) -> None:
         """Close connection pools."""
@@ -44,4 +55,13 @@ def build_services(settings: Settings) -> Services:
         settings.log_origin,
     )
     audit.db.create_tables(EXPORT_TABLES)
-    return Services(settings=settings, audit=audit, keys=ApiKeyStore(audit.db), log=log)
+    projector = Projector(audit, rulebook, settings.projection_page_size)
+    projector.prepare()
+    return Services(
+        settings=settings,
+        audit=audit,
+        keys=ApiKeyStore(audit.db),
+        log=log,
+        projector=projector,
+        reads=ReadLog(audit.db, master),
+    )

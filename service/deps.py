@@ -3,13 +3,14 @@
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.auth import Principal, Role
 from service.container import Services
+from service.projector import StaleReadError
 
-__all__ = ["ServicesDep", "require", "require_any"]
+__all__ = ["ServicesDep", "audited", "require", "require_any"]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer da_…`")
 
@@ -54,4 +55,37 @@ def require_any(*roles: Role) -> Callable[..., Principal]:
         return principal
 
     dependency.__name__ = "require_" + "_or_".join(r.value for r in roles)
+    return dependency
+
+
+def audited(*roles: Role) -> Callable[..., Principal]:
+    """Like ``require_any``, and also: wait for ``?min_position=`` (read-your-writes; 503 with
+    Retry-After if the read models do not get there in time) and record the read in the
+    self-audit log (PRODUCT.md 2.7) before answering."""
+    check = require_any(*roles)
+
+    def dependency(
+        principal: Annotated[Principal, Depends(check)],
+        services: ServicesDep,
+        request: Request,
+        min_position: Annotated[
+            int | None, Query(ge=1, description="Answer only once the log position is applied")
+        ] = None,
+    ) -> Principal:
+        if min_position is not None:
+            try:
+                services.projector.wait_for(
+                    principal.tenant_id, min_position, services.settings.read_wait_seconds
+                )
+            except StaleReadError:
+                raise HTTPException(
+                    503,
+                    "The read models have not caught up with min_position yet; retry shortly.",
+                    headers={"Retry-After": "1"},
+                ) from None
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        services.reads.record(principal, f"{request.method} {route}", dict(request.query_params))
+        return principal
+
+    dependency.__name__ = "audited_" + "_or_".join(r.value for r in roles)
     return dependency

@@ -20,6 +20,7 @@ __all__ = [
     "ExportRequest",
     "FindingOut",
     "InclusionProofOut",
+    "ListPage",
     "Problem",
     "ReceiptOut",
     "TimelineItem",
@@ -204,3 +205,10 @@ class ExportOut(Out):
     events: int | None = None
     tree_size: int | None = None
     detail: str | None = None
+
+
+class ListPage(Out):
+    """A page of a list (API.md "Lists")."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None

@@ -158,10 +158,25 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _full(lines: Iterator[bytes], leaves_bin: bytes, size: int, root: bytes) -> int:
-    leaves = [leaves_bin[i : i + 32] for i in range(0, len(leaves_bin), 32)]
-    if len(leaves_bin) % 32 or len(leaves) != size or merkle.root(leaves) != root:
+def _leaves(path: Path) -> Iterator[bytes]:
+    try:
+        with path.open("rb") as handle:
+            yield from iter(lambda: handle.read(32), b"")
+    except OSError:
+        raise BundleError("leaves.bin is missing") from None
+
+
+def _full(lines: Iterator[bytes], leaves_path: Path, size: int, root: bytes) -> int:
+    # First authenticate leaves.bin against the signed root (streamed: O(log n) memory), then
+    # hold every line against its leaf, so the first altered, moved or missing line is named.
+    builder = merkle.TreeBuilder()
+    for leaf in _leaves(leaves_path):
+        if len(leaf) != 32:
+            raise BundleError("leaves.bin does not match the signed checkpoint")
+        builder.append(leaf)
+    if builder.size != size or builder.root() != root:
         raise BundleError("leaves.bin does not match the signed checkpoint")
+    leaves = _leaves(leaves_path)
     number = 0
     for number, line in enumerate(lines, start=1):
         position, leaf = _position(line, number)
@@ -170,7 +185,7 @@ def _full(lines: Iterator[bytes], leaves_bin: bytes, size: int, root: bytes) -> 
                 f"events.ndjson line {number}: holds position {position}, expected {number}"
                 " (a line was removed, inserted or moved)"
             )
-        if leaf != leaves[number - 1]:
+        if number > size or leaf != next(leaves):
             raise BundleError(
                 f"events.ndjson line {number}: does not match leaf {number - 1} of the signed log"
                 " (the line was altered)"
@@ -240,7 +255,7 @@ def verify_bundle(directory: Path, public_keys: str) -> Verified:
 
     lines = _lines(directory / "events.ndjson")
     if full:
-        events = _full(lines, read("leaves.bin"), size, root)
+        events = _full(lines, directory / "leaves.bin", size, root)
     else:
         events = _partial(lines, _lines(directory / "proofs.ndjson"), size, root)
     if (directory / "consistency.json").exists():

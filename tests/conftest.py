@@ -56,15 +56,27 @@ def store(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(scope="session")
+def session_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One master key and log key directory for the session's shared PostgreSQL database, as
+    one deployment has: every test's records there must open with the same master key."""
+    return tmp_path_factory.mktemp("keys")
+
+
 @pytest.fixture
 def settings(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     """Settings for a store, with a fresh home directory (key files, SQLite file)."""
-    database_url = request.getfixturevalue("postgres_url") if store == "postgres" else None
+    if store == "postgres":
+        keys: Path = request.getfixturevalue("session_keys")
+        return Settings(
+            home=tmp_path / "home",
+            database_url=request.getfixturevalue("postgres_url"),
+            master_key_file=keys / "master.key",
+            log_key_dir=keys / "log-keys",
+            _env_file=None,
+        )
     return Settings(
-        home=tmp_path / "home",
-        database_url=database_url,
-        master_key_file=tmp_path / "home" / "master.key",
-        _env_file=None,
+        home=tmp_path / "home", master_key_file=tmp_path / "home" / "master.key", _env_file=None
     )
 
 

@@ -277,7 +277,7 @@ def _minor(
         return  # the minor authorized it themselves
     v.fire(
         "MI-1",
-        f"the client was {age} and consented to their own treatment; a parent is not their "
+        "the client was a minor who consented to their own treatment; a parent is not their "
         "personal representative for these records",
         opened,
     )

@@ -91,12 +91,18 @@ class RecordState:
 
     def recorded_later(self, ident: str) -> bool:
         """True if something with this id exists, but only from after ``at``."""
-        ids = (
-            getattr(f, name, None)
+        return any(
+            ident
+            in (
+                getattr(f, "authorization_id", None) if isinstance(f, facts.AuthorizationGranted)
+                else getattr(f, "order_id", None) if isinstance(f, facts.CourtOrderIssued)
+                else getattr(f, "demand_id", None) if isinstance(f, facts.LegalDemandReceived)
+                else getattr(f, "report_id", None) if isinstance(f, facts.MandatedReportFiled)
+                else getattr(f, "warning_id", None) if isinstance(f, facts.DutyToWarnExercised)
+                else None,
+            )
             for f in self._all
-            for name in ("authorization_id", "order_id", "demand_id", "report_id", "warning_id")
-        )
-        return ident in set(ids)
+        )  # fmt: skip
 
     def lapse(self, auth: facts.AuthorizationGranted) -> facts.FactBase | str | None:
         """Why an authorization no longer held at ``at``: its revocation, 'expired', or None."""

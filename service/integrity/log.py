@@ -104,10 +104,29 @@ class TenantLog:
             )
         return [bytes(r["leaf_hash"]) for r in rows]
 
+    def iter_leaf_hashes(self, tenant_id: str, size: int) -> Iterator[bytes]:
+        """The first ``size`` leaf hashes, in order, read in pages (flat memory)."""
+        last = 0
+        while last < size:
+            with self._db.transaction(commit=False) as cursor:
+                rows = cursor.fetchall(
+                    "SELECT position, leaf_hash FROM da_tenant_log WHERE tenant_id = %s"
+                    " AND position > %s AND position <= %s ORDER BY position LIMIT 10000",
+                    (tenant_id, last, size),
+                )
+            if not rows:
+                return
+            last = int(rows[-1]["position"])
+            yield from (bytes(r["leaf_hash"]) for r in rows)
+
     def checkpoint(self, tenant_id: str, *, create_key: bool = True) -> Checkpoint:
         """A signed checkpoint of the tenant's tree at its current size."""
         size = self.size(tenant_id)
-        root = merkle.root(self.leaf_hashes(tenant_id, size))
+        builder = merkle.TreeBuilder()
+        builder.extend(self.iter_leaf_hashes(tenant_id, size))
+        if builder.size != size:
+            raise SplitViewError(f"the log of {tenant_id} has gaps below position {size}")
+        root = builder.root()
         with self._db.transaction(commit=False) as cursor:
             stored = cursor.fetchone(
                 "SELECT root_hash, note FROM da_checkpoints"

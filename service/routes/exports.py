@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 
 from service.auth import Principal, Role
 from service.container import Services
-from service.deps import ServicesDep, require_any
+from service.deps import ServicesDep, audited, require_any
 from service.integrity.export import ExportScope, write_bundle
 from service.integrity.jobs import ExportJobs
 from service.schemas import ExportOut, ExportRequest, Problem
@@ -18,7 +18,7 @@ from service.schemas import ExportOut, ExportRequest, Problem
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/exports", tags=["integrity"])
-Auditor = Annotated[Principal, Depends(require_any(Role.REGULATOR, Role.COMPLIANCE))]
+Auditor = Annotated[Principal, Depends(audited(Role.REGULATOR, Role.COMPLIANCE))]
 _ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": Problem},
     403: {"model": Problem},
@@ -54,9 +54,13 @@ def _run(services: Services, tenant: str, export_id: UUID, scope: ExportScope) -
     summary="Start an export of the tenant's audit trail",
 )
 def create_export(
-    request: ExportRequest, principal: Auditor, services: ServicesDep, tasks: BackgroundTasks
+    request: ExportRequest,
+    principal: Annotated[Principal, Depends(require_any(Role.REGULATOR, Role.COMPLIANCE))],
+    services: ServicesDep,
+    tasks: BackgroundTasks,
 ) -> ExportOut:
     """The export runs in the background; poll ``GET /v1/exports/{export_id}``."""
+    services.reads.record(principal, "POST /v1/exports", request.model_dump(mode="json"))
     scope = ExportScope(request.since, request.until, tuple(request.record_refs or ()))
     export_id = uuid4()
     ExportJobs(services.audit.db).create(export_id, principal.tenant_id)

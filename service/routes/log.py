@@ -9,13 +9,13 @@ from fastapi.responses import PlainTextResponse
 
 from domain import merkle
 from service.auth import Principal, Role
-from service.deps import ServicesDep, require_any
+from service.deps import ServicesDep, audited
 from service.schemas import ConsistencyProofOut, InclusionProofOut, Problem
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/log", tags=["integrity"])
-Auditor = Annotated[Principal, Depends(require_any(Role.REGULATOR, Role.COMPLIANCE))]
+Auditor = Annotated[Principal, Depends(audited(Role.REGULATOR, Role.COMPLIANCE))]
 _ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": Problem},
     403: {"model": Problem},

@@ -10,14 +10,14 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
 from domain import facts
 from service.auth import Principal, Role
-from service.deps import ServicesDep, require
+from service.deps import ServicesDep, audited
 from service.schemas import Problem, TimelineItem, TimelinePage
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["records"])
 
-Reader = Annotated[Principal, Depends(require(Role.COMPLIANCE))]
+Reader = Annotated[Principal, Depends(audited(Role.COMPLIANCE))]
 
 
 def _sort_key(item: TimelineItem) -> tuple[datetime, int]:

@@ -57,6 +57,21 @@ def _create_export(api: Api, ref: str, headers: dict[str, str]) -> httpx.Respons
 
 _MISSING_EXPORT = "/v1/exports/00000000-0000-4000-8000-000000000000"
 
+
+def _record_get(suffix: str) -> Callable[[Api, str, dict[str, str]], httpx.Response]:
+    def call(api: Api, ref: str, headers: dict[str, str]) -> httpx.Response:
+        return api.client.get(f"/v1/records/{ref}{suffix}", headers=headers)
+
+    return call
+
+
+def _list(path: str) -> Callable[[Api, str, dict[str, str]], httpx.Response]:
+    def call(api: Api, ref: str, headers: dict[str, str]) -> httpx.Response:
+        return api.client.get(path, params={"record_ref": ref}, headers=headers)
+
+    return call
+
+
 ROUTES = [
     Route("POST", "/v1/records/{record_ref}/events", Role.INGEST, _post_event),
     Route("POST", "/v1/events:batch", Role.INGEST, _post_batch),
@@ -70,8 +85,17 @@ ROUTES = [
     Route("GET", "/v1/exports/{export_id}", Role.REGULATOR, _get(_MISSING_EXPORT)),
     Route("GET", "/v1/exports/{export_id}/bundle", Role.REGULATOR,
           _get(_MISSING_EXPORT + "/bundle")),
+    Route("GET", "/v1/records/{record_ref}", Role.COMPLIANCE, _record_get("")),
+    Route("GET", "/v1/records/{record_ref}/accounting", Role.COMPLIANCE,
+          _record_get("/accounting")),
+    Route("GET", "/v1/access-log", Role.COMPLIANCE, _list("/v1/access-log")),
+    Route("GET", "/v1/disclosures", Role.COMPLIANCE, _list("/v1/disclosures")),
+    Route("GET", "/v1/findings", Role.COMPLIANCE, _list("/v1/findings")),
+    Route("GET", "/v1/audit-reads", Role.COMPLIANCE, _get("/v1/audit-reads")),
 ]  # fmt: skip
-READS = [ROUTES[2]]
+READS = [r for r in ROUTES if r.path.startswith("/v1/records/{record_ref}") and r.method == "GET"]
+LISTS = [r for r in ROUTES if r.call.__name__ == "call" and r.path in (
+    "/v1/access-log", "/v1/disclosures", "/v1/findings")]  # fmt: skip
 REGULATOR_OR_COMPLIANCE = {r.path for r in ROUTES if r.role is Role.REGULATOR}
 
 
@@ -127,6 +151,21 @@ def test_another_tenants_record_is_not_found(api: Api, route: Route) -> None:
     response = route.call(api, "shared-ref", intruder)
     assert response.status_code == 404
     assert "shared-ref" not in response.text
+
+
+@pytest.mark.parametrize("route", LISTS, ids=lambda r: r.path)
+def test_lists_show_nothing_of_another_tenant(api: Api, route: Route) -> None:
+    owner = api.writer()
+    body = example("DisclosureMade", legal_basis={"kind": "none_stated"})
+    response = api.client.post("/v1/records/shared-ref/events", json=body, headers=owner)
+    position = response.json()["position"]
+    api.client.post("/v1/records/shared-ref/events", json=example("RecordAccessed"), headers=owner)
+    mine = api.client.get(route.path, params={"min_position": position + 1}, headers=owner)
+    assert mine.json()["items"], "the owner sees its own"
+    intruder = api.writer(tenant=api.tenant + "-other")
+    theirs = api.client.get(route.path, params={"record_ref": "shared-ref"}, headers=intruder)
+    assert theirs.status_code == 200
+    assert theirs.json()["items"] == []
 
 
 def test_writes_by_another_tenant_land_in_a_separate_record(api: Api) -> None:

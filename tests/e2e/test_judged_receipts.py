@@ -52,6 +52,15 @@ def test_stored_judgments_are_sealed_with_the_record_key(api: Api) -> None:
     for event in scenario.events:
         api.client.post("/v1/records/cr-sealed/events", json=event, headers=headers)
     raw = _raw_storage(api.services.settings)
-    for text in (b"PN-1", b"psychotherapy", b"164.508"):
+    for text in (b"Morgan & Lee", b"cr-sealed", b"J. Okafor"):
         assert text not in raw
+    with api.services.audit.db.transaction(commit=False) as cursor:
+        rows = cursor.fetchall(
+            "SELECT receipt FROM da_tenant_log WHERE tenant_id = %s AND receipt IS NOT NULL",
+            (api.tenant,),
+        )
+    assert len(rows) == 4  # one receipt per fact: opened, authorized, two disclosures
+    for row in rows:
+        assert "PN-1" not in row["receipt"]
+        assert "findings" not in row["receipt"]
     assert _timeline_status(api, "cr-sealed", headers) == 200

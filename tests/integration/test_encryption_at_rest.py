@@ -62,8 +62,8 @@ def test_destroying_a_records_key_redacts_it_and_no_other(api: Api) -> None:
         )
     before = api.client.get("/v1/records/gone/timeline", headers=headers).json()["items"]
 
-    assert api.services.audit.shred_record(api.tenant, "gone")
-    assert not api.services.audit.shred_record(api.tenant, "gone"), "already destroyed"
+    assert api.services.shred_record(api.tenant, "gone")
+    assert not api.services.shred_record(api.tenant, "gone"), "already destroyed"
 
     after = api.client.get("/v1/records/gone/timeline", headers=headers).json()["items"]
     assert [(i["position"], i["type"], i["recorded_at"]) for i in after] == [
@@ -86,7 +86,7 @@ def test_a_fresh_process_also_reads_the_shredded_record_as_redacted(api: Api) ->
 
     headers = api.writer()
     api.client.post("/v1/records/gone2/events", json=example("RecordOpened"), headers=headers)
-    api.services.audit.shred_record(api.tenant, "gone2")
+    api.services.shred_record(api.tenant, "gone2")
     fresh = build_services(api.services.settings)
     try:
         events = fresh.audit.read_record(api.tenant, "gone2")

@@ -243,7 +243,7 @@ def _date(text: str) -> date:
 def test_a_shredded_record_keeps_its_leaves_and_the_export_still_verifies(
     bundle: Path, services: Services, tmp_path: Path
 ) -> None:
-    services.audit.shred_record(TENANT, "mi-7781")
+    services.shred_record(TENANT, "mi-7781")
     after = _export(services, tmp_path / "after")
     result = verify_bundle(after, _keys(services))
     assert result.erased == 4  # registration, opening, authorization, disclosure

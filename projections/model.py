@@ -1,0 +1,237 @@
+"""The read models: judged facts (access log, disclosures register, accounting) and findings.
+
+Each event is applied inside the caller's transaction, which also advances the tracking
+position, so a read model never misses an event nor applies one twice. A legal fact (a
+revocation, an order, a waiver…) re-judges every fact of its record already in the model, so a
+late revocation recorded after a disclosure turns that disclosure's verdict (findings are added
+or withdrawn, never deleted).
+"""
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from domain import facts
+from domain.policy.engine import Judgment, judge_on_record
+from domain.policy.rulesets import Rulebook
+from domain.policy.state import LEGAL_FACTS
+from domain.record import ClientRecord
+from projections.ports import Cursor, History, Sealer
+
+__all__ = ["JUDGED", "ReadModel", "finding_id", "listed", "utc_text"]
+
+JUDGED = (facts.RecordAccessed, facts.DisclosureMade, facts.MandatedReportFiled)
+"""The facts that appear in the access log, the disclosures register and the findings."""
+
+
+def finding_id(tenant_id: str, subject: UUID, rule: str) -> UUID:
+    """A finding's stable id: the same rule on the same fact is the same finding."""
+    return uuid5(NAMESPACE_URL, f"disclosure-audit/finding/{tenant_id}/{subject}/{rule}")
+
+
+def utc_text(moment: datetime) -> str:
+    """A timestamp as fixed-width UTC text: it orders correctly as text (SQLite) and parses as
+    a timestamp (PostgreSQL)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+
+
+def listed(values: list[str]) -> str:
+    """A list as ``,a,b,`` so that ``LIKE '%,a,%'`` finds one member."""
+    return "," + ",".join(sorted(values)) + "," if values else ""
+
+
+class ReadModel:
+    """Applies client-record events to the read-model tables."""
+
+    def __init__(self, rulebook: Rulebook, history: History, sealer: Sealer) -> None:
+        self.rulebook = rulebook
+        self._history = history
+        self._sealer = sealer
+        # record -> (complete up to this version, its legal facts with their versions): a long
+        # record is read from the store once, then extended as its events arrive.
+        self._records: dict[UUID, tuple[int, list[tuple[int, facts.FactBase]]]] = {}
+
+    def legal_history(self, record: UUID, version: int) -> list[facts.FactBase]:
+        """The record's legal facts up to ``version``."""
+        entry = self._records.get(record)
+        if entry is None or entry[0] < version:
+            loaded = [(v, f) for v, f in self._history.facts(record, version)
+                      if isinstance(f, LEGAL_FACTS)]  # fmt: skip
+            entry = (version, loaded)
+            self._records[record] = entry
+            if len(self._records) > 10_000:
+                self._records.pop(next(iter(self._records)))
+        return [f for v, f in entry[1] if v <= version]
+
+    def _advance(self, record: UUID, version: int, fact: facts.FactBase) -> None:
+        entry = self._records.get(record)
+        if entry is None or entry[0] >= version:
+            return  # not cached, or this event is being applied again after a rollback
+        if entry[0] != version - 1:
+            del self._records[record]
+            return
+        legal = [(version, fact)] if isinstance(fact, LEGAL_FACTS) else []
+        self._records[record] = (version, entry[1] + legal)
+
+    def purge(self, cursor: Cursor, record: UUID) -> None:
+        """Forget a crypto-shredded record: a rebuild would not see its events either."""
+        cursor.execute("DELETE FROM pv_facts WHERE record_id = %s", (record,))
+        cursor.execute("DELETE FROM pv_findings WHERE record_id = %s", (record,))
+        self._records.pop(record, None)
+
+    def apply(self, cursor: Cursor, event: object, position: int) -> None:
+        """Apply one stored event at its tenant-log position."""
+        if not isinstance(event, ClientRecord.FactRecorded):
+            return  # registrations and redacted events carry nothing to judge
+        fact, tenant, record = event.fact, event.tenant_id, event.originator_id
+        if isinstance(fact, facts.FindingAcknowledged):
+            cursor.execute(
+                "INSERT INTO pv_acks (tenant_id, finding_id, resolution, position)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id, finding_id) DO UPDATE"
+                " SET resolution = excluded.resolution, position = excluded.position",
+                (tenant, fact.finding_id, fact.resolution.value, position),
+            )
+            return
+        self.legal_history(record, event.originator_version - 1)
+        self._advance(record, event.originator_version, fact)
+        history = self.legal_history(record, event.originator_version)
+        if isinstance(fact, LEGAL_FACTS):
+            # A fact is judged by what occurred up to its own time, so a legal fact can change
+            # only the verdicts of facts that occurred at or after it; the jurisdiction (from
+            # RecordOpened) can change all of them.
+            since = None if isinstance(fact, facts.RecordOpened) else utc_text(fact.occurred_at)
+            self._rejudge(cursor, tenant, record, history, position, since)
+        if isinstance(fact, JUDGED):
+            judgment = judge_on_record(self.rulebook, history, fact)
+            self._insert(cursor, event, fact, position, judgment)
+            self._store_findings(
+                cursor, tenant, record, fact.event_id, position, judgment, position
+            )
+
+    def _insert(
+        self,
+        cursor: Cursor,
+        event: ClientRecord.FactRecorded,
+        fact: facts.FactBase,
+        position: int,
+        judgment: Judgment,
+    ) -> None:
+        categories = [c.value for c in getattr(fact, "categories", [])]
+        purpose = getattr(fact, "purpose_of_use", None)
+        basis = recipient = None
+        if isinstance(fact, facts.DisclosureMade):
+            basis = fact.legal_basis.kind.value
+            recipient = self._sealer.blind(fact.recipient.name)
+        elif isinstance(fact, facts.MandatedReportFiled):
+            basis, recipient = "mandated_report", self._sealer.blind(fact.agency)
+        sealed = self._sealer.seal(
+            event.originator_id,
+            json.dumps(
+                {"record_ref": event.record_ref, "fact": fact.model_dump(mode="json")}
+            ).encode(),
+        )
+        cursor.execute(
+            "INSERT INTO pv_facts (tenant_id, position, record_id, version, type, event_id,"
+            " occurred_at, occurred_day, actor_id, actor_role, purpose, categories, break_glass,"
+            " legal_basis, recipient_key, accountable, excess, sealed)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                event.tenant_id, position, event.originator_id, event.originator_version,
+                type(fact).__name__, fact.event_id, utc_text(fact.occurred_at),
+                fact.occurred_at.date().isoformat(), fact.actor.id, fact.actor.role.value,
+                purpose.value if purpose else None, listed(categories),
+                int(bool(getattr(fact, "break_glass", False))), basis, recipient,
+                None if judgment.accountable is None else int(judgment.accountable),
+                listed([c.value for c in judgment.excess_categories]), sealed,
+            ),
+        )  # fmt: skip
+
+    def _rejudge(  # noqa: PLR0917 - one call site
+        self,
+        cursor: Cursor,
+        tenant: str,
+        record: UUID,
+        history: list[facts.FactBase],
+        position: int,
+        since: str | None,
+    ) -> None:
+        query = "SELECT position, sealed FROM pv_facts WHERE tenant_id = %s AND record_id = %s"
+        params: tuple[object, ...] = (tenant, record)
+        if since is not None:
+            query += " AND occurred_at >= %s"
+            params = (*params, since)
+        rows = cursor.fetchall(query + " ORDER BY position", params)
+        for row in rows:
+            opened = self._sealer.open(record, bytes(row["sealed"]))
+            if opened is None:
+                continue  # crypto-shredded: nothing left to judge
+            content: dict[str, Any] = json.loads(opened)
+            subject = facts.FACT_TYPES_BY_NAME[content["fact"]["type"]].model_validate(
+                content["fact"]
+            )
+            judgment = judge_on_record(self.rulebook, history, subject)
+            cursor.execute(
+                "UPDATE pv_facts SET accountable = %s, excess = %s"
+                " WHERE tenant_id = %s AND position = %s",
+                (
+                    None if judgment.accountable is None else int(judgment.accountable),
+                    listed([c.value for c in judgment.excess_categories]),
+                    tenant,
+                    row["position"],
+                ),
+            )
+            self._store_findings(
+                cursor, tenant, record, subject.event_id, int(row["position"]), judgment, position
+            )
+
+    @staticmethod
+    def _store_findings(  # noqa: PLR0917 - one call site, all positional for brevity
+        cursor: Cursor,
+        tenant: str,
+        record: UUID,
+        subject: UUID,
+        subject_position: int,
+        judgment: Judgment,
+        at: int,
+    ) -> None:
+        existing = {
+            str(row["finding_id"]): row
+            for row in cursor.fetchall(
+                "SELECT finding_id, withdrawn, message FROM pv_findings"
+                " WHERE tenant_id = %s AND subject_event_id = %s",
+                (tenant, subject),
+            )
+        }
+        current = set()
+        for finding in judgment.findings:
+            ident = finding_id(tenant, subject, finding.rule)
+            current.add(str(ident))
+            values = (
+                finding.severity, finding.citation, finding.message,
+                json.dumps([str(e) for e in finding.evidence]), finding.ruleset,
+            )  # fmt: skip
+            before = existing.get(str(ident))
+            if before is None:
+                cursor.execute(
+                    "INSERT INTO pv_findings (finding_id, tenant_id, record_id, subject_position,"
+                    " subject_event_id, rule, severity, citation, message, evidence, ruleset,"
+                    " withdrawn, raised_position, changed_position)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s)",
+                    (ident, tenant, record, subject_position, subject, finding.rule, *values,
+                     at, at),
+                )  # fmt: skip
+            elif before["withdrawn"] or before["message"] != finding.message:
+                cursor.execute(
+                    "UPDATE pv_findings SET severity = %s, citation = %s, message = %s,"
+                    " evidence = %s, ruleset = %s, withdrawn = 0, changed_position = %s"
+                    " WHERE finding_id = %s",
+                    (*values, at, ident),
+                )
+        for stale, row in existing.items():
+            if stale not in current and not row["withdrawn"]:
+                cursor.execute(
+                    "UPDATE pv_findings SET withdrawn = 1, changed_position = %s"
+                    " WHERE finding_id = %s",
+                    (at, UUID(stale)),
+                )

@@ -1,0 +1,240 @@
+"""Queries over the read models. They read tables only (never aggregates) and page by position.
+
+Each returns plain JSON-ready items; personal fields are opened with the record key, and a
+crypto-shredded record's rows come back with ``"redacted": true`` instead.
+"""
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+from uuid import UUID
+
+from projections.ports import Cursor, Sealer
+
+__all__ = ["FactFilter", "FindingFilter", "Page", "accounting", "fact_page", "finding_page"]
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of items and the position to continue after (None at the end)."""
+
+    items: list[dict[str, Any]]
+    next_after: str | None
+
+
+@dataclass(frozen=True)
+class FactFilter:
+    """Filters of the access log and the disclosures register (None means any)."""
+
+    type: str
+    record_id: UUID | None = None
+    actor_id: str | None = None
+    role: str | None = None
+    category: str | None = None
+    purpose_of_use: str | None = None
+    break_glass: bool | None = None
+    recipient_key: bytes | None = None
+    legal_basis: str | None = None
+    accountable: bool | None = None
+    rule: str | None = None
+    since: date | None = None
+    until: date | None = None
+
+
+def _where(tenant: str, f: FactFilter) -> tuple[str, list[object]]:
+    clauses = ["f.tenant_id = %s", "f.type = %s"]
+    params: list[object] = [tenant, f.type]
+    simple = [
+        ("f.record_id = %s", f.record_id), ("f.actor_id = %s", f.actor_id),
+        ("f.actor_role = %s", f.role), ("f.purpose = %s", f.purpose_of_use),
+        ("f.recipient_key = %s", f.recipient_key), ("f.legal_basis = %s", f.legal_basis),
+        ("f.occurred_day >= %s", f.since.isoformat() if f.since else None),
+        ("f.occurred_day <= %s", f.until.isoformat() if f.until else None),
+    ]  # fmt: skip
+    for clause, value in simple:
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    if f.category is not None:
+        clauses.append("f.categories LIKE %s")
+        params.append(f"%,{f.category},%")
+    if f.break_glass is not None:
+        clauses.append("f.break_glass = %s")
+        params.append(int(f.break_glass))
+    if f.accountable is not None:
+        clauses.append("f.accountable = %s")
+        params.append(int(f.accountable))
+    if f.rule is not None:
+        clauses.append(
+            "EXISTS (SELECT 1 FROM pv_findings x WHERE x.tenant_id = f.tenant_id"
+            " AND x.subject_event_id = f.event_id AND x.rule = %s AND x.withdrawn = 0)"
+        )
+        params.append(f.rule)
+    return " AND ".join(clauses), params
+
+
+def _opened(sealer: Sealer, row: dict[str, Any]) -> dict[str, Any] | None:
+    record = row["record_id"] if isinstance(row["record_id"], UUID) else UUID(row["record_id"])
+    data = sealer.open(record, bytes(row["sealed"]))
+    return None if data is None else dict(json.loads(data))
+
+
+def _split(listed: str) -> list[str]:
+    return [v for v in listed.split(",") if v]
+
+
+def _findings_of(cursor: Cursor, tenant: str, event_ids: list[object]) -> dict[str, list[Any]]:
+    if not event_ids:
+        return {}
+    marks = ", ".join(["%s"] * len(event_ids))
+    rows = cursor.fetchall(
+        "SELECT * FROM pv_findings WHERE tenant_id = %s AND withdrawn = 0"  # noqa: S608
+        f" AND subject_event_id IN ({marks}) ORDER BY rule",
+        (tenant, *event_ids),
+    )
+    found: dict[str, list[Any]] = {}
+    for row in rows:
+        found.setdefault(str(row["subject_event_id"]), []).append(_finding_item(row, None))
+    return found
+
+
+def fact_page(
+    cursor: Cursor, sealer: Sealer, tenant: str, f: FactFilter, *, limit: int, after: int
+) -> Page:
+    """A page of accesses or disclosures, oldest position first."""
+    where, params = _where(tenant, f)
+    rows = cursor.fetchall(
+        f"SELECT f.* FROM pv_facts f WHERE {where} AND f.position > %s"  # noqa: S608
+        " ORDER BY f.position LIMIT %s",
+        (*params, after, limit + 1),
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    findings = (
+        _findings_of(cursor, tenant, [r["event_id"] for r in rows])
+        if f.type == "DisclosureMade"
+        else {}
+    )
+    items = []
+    for row in rows:
+        content = _opened(sealer, row)
+        item: dict[str, Any] = {
+            "position": int(row["position"]),
+            "event_id": str(row["event_id"]),
+            "occurred_at": str(row["occurred_at"]) if content is None
+            else content["fact"]["occurred_at"],
+            "redacted": content is None,
+        }  # fmt: skip
+        if content is not None:
+            item |= {"record_ref": content["record_ref"], **content["fact"]}
+        if f.type == "DisclosureMade":
+            item["findings"] = findings.get(str(row["event_id"]), [])
+            item["excess_categories"] = _split(row["excess"])
+            item["accountable"] = None if row["accountable"] is None else bool(row["accountable"])
+        items.append(item)
+    return Page(items, str(rows[-1]["position"]) if more and rows else None)
+
+
+@dataclass(frozen=True)
+class FindingFilter:
+    """Filters of the findings queue."""
+
+    rule: str | None = None
+    severity: str | None = None
+    status: str | None = None
+    record_id: UUID | None = None
+
+
+def _finding_item(row: dict[str, Any], resolution: str | None) -> dict[str, Any]:
+    status = "withdrawn" if row["withdrawn"] else ("acknowledged" if resolution else "open")
+    return {
+        "finding_id": str(row["finding_id"]),
+        "rule": row["rule"],
+        "severity": row["severity"],
+        "citation": row["citation"],
+        "message": row["message"],
+        "evidence": json.loads(row["evidence"]),
+        "ruleset": row["ruleset"],
+        "event_id": str(row["subject_event_id"]),
+        "position": int(row["subject_position"]),
+        "status": status,
+        "resolution": resolution,
+        "changed_at_position": int(row["changed_position"]),
+    }
+
+
+def finding_page(
+    cursor: Cursor, tenant: str, f: FindingFilter, *, limit: int, after: tuple[int, str]
+) -> Page:
+    """A page of the findings queue, ordered by the judged fact's position, then rule."""
+    clauses = [
+        "x.tenant_id = %s",
+        "(x.subject_position > %s OR (x.subject_position = %s AND x.rule > %s))",
+    ]
+    params: list[object] = [tenant, after[0], after[0], after[1]]
+    for clause, value in (("x.rule = %s", f.rule), ("x.severity = %s", f.severity),
+                          ("x.record_id = %s", f.record_id)):  # fmt: skip
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    if f.status == "withdrawn":
+        clauses.append("x.withdrawn = 1")
+    elif f.status in ("open", "acknowledged"):
+        clauses.append("x.withdrawn = 0")
+        clauses.append("a.resolution IS NULL" if f.status == "open" else "a.resolution IS NOT NULL")
+    rows = cursor.fetchall(
+        "SELECT x.*, a.resolution FROM pv_findings x LEFT JOIN pv_acks a"  # noqa: S608
+        " ON a.tenant_id = x.tenant_id AND a.finding_id = " + _text_id(cursor) +
+        f" WHERE {' AND '.join(clauses)} ORDER BY x.subject_position, x.rule LIMIT %s",
+        (*params, limit + 1),
+    )  # fmt: skip
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [_finding_item(row, row["resolution"]) for row in rows]
+    last = f"{rows[-1]['subject_position']}:{rows[-1]['rule']}" if more and rows else None
+    return Page(items, last)
+
+
+def _text_id(cursor: Cursor) -> str:
+    return "CAST(x.finding_id AS TEXT)" if cursor.dialect == "postgres" else "x.finding_id"
+
+
+def accounting(
+    cursor: Cursor, sealer: Sealer, tenant: str, record: UUID, *, since: date, until: date
+) -> list[dict[str, Any]]:
+    """The 164.528 accounting of one record: accountable disclosures, repeats summarised.
+
+    45 CFR 164.528(b)(3): repeated disclosures to one recipient for one purpose are summarised
+    by the first full entry, the number of disclosures and the date of the last. The grouping
+    runs in SQL, so only one sealed row per recipient and purpose is opened.
+    """
+    groups = cursor.fetchall(
+        "SELECT MIN(position) AS first, COUNT(*) AS n, MAX(occurred_day) AS last_day"
+        " FROM pv_facts WHERE tenant_id = %s AND record_id = %s AND type = %s"
+        " AND accountable = 1 AND occurred_day >= %s AND occurred_day <= %s"
+        " GROUP BY recipient_key, purpose",
+        (tenant, record, "DisclosureMade", since.isoformat(), until.isoformat()),
+    )
+    entries = []
+    for group in groups:
+        row = cursor.fetchone(
+            "SELECT record_id, sealed FROM pv_facts WHERE tenant_id = %s AND position = %s",
+            (tenant, group["first"]),
+        )
+        content = None if row is None else _opened(sealer, row)
+        if content is None:
+            continue  # crypto-shredded
+        fact = content["fact"]
+        entries.append({
+            "date": fact["occurred_at"][:10],
+            "recipient": {"name": fact["recipient"]["name"],
+                          "address": fact["recipient"].get("address")},
+            "description": "records: " + ", ".join(fact["categories"]),
+            "purpose": fact["purpose_of_use"],
+            "legal_basis": fact["legal_basis"]["kind"],
+            "disclosure_id": fact["disclosure_id"],
+            "count": int(group["n"]),
+            "last_date": str(group["last_day"]),
+        })  # fmt: skip
+    return sorted(entries, key=lambda e: (e["date"], e["disclosure_id"]))

@@ -1,0 +1,56 @@
+"""Tables of the read models. Bumping SCHEMA_VERSION makes the worker rebuild them."""
+
+from projections.ports import Cursor
+
+__all__ = ["SCHEMA_VERSION", "TABLES", "create", "drop"]
+
+SCHEMA_VERSION = 1
+
+_COMMON = {
+    "postgres": {"uuid": "UUID", "ts": "TIMESTAMPTZ", "bytes": "BYTEA", "int": "BIGINT"},
+    "sqlite": {"uuid": "TEXT", "ts": "TEXT", "bytes": "BLOB", "int": "INTEGER"},
+}
+
+TABLES = ["pv_facts", "pv_findings", "pv_acks", "pv_tracking"]
+
+_DDL = [
+    # One row per judged fact (accesses, disclosures, reports): filterable columns hold no PHI;
+    # names, refs and free text are in ``sealed``, encrypted with the record's key.
+    "CREATE TABLE IF NOT EXISTS pv_facts (tenant_id TEXT NOT NULL, position {int} NOT NULL,"
+    " record_id {uuid} NOT NULL, version {int} NOT NULL, type TEXT NOT NULL,"
+    " event_id {uuid} NOT NULL, occurred_at {ts} NOT NULL, occurred_day TEXT NOT NULL,"
+    " actor_id TEXT NOT NULL, actor_role TEXT NOT NULL, purpose TEXT,"
+    " categories TEXT NOT NULL, break_glass {int} NOT NULL DEFAULT 0, legal_basis TEXT,"
+    " recipient_key {bytes}, accountable {int}, excess TEXT NOT NULL DEFAULT '',"
+    " sealed {bytes} NOT NULL, PRIMARY KEY (tenant_id, position))",
+    "CREATE INDEX IF NOT EXISTS pv_facts_type ON pv_facts (tenant_id, type, position)",
+    "CREATE INDEX IF NOT EXISTS pv_facts_record ON pv_facts (tenant_id, record_id, position)",
+    "CREATE INDEX IF NOT EXISTS pv_facts_actor ON pv_facts (tenant_id, actor_id, position)",
+    "CREATE INDEX IF NOT EXISTS pv_facts_day ON pv_facts (tenant_id, type, occurred_day)",
+    "CREATE TABLE IF NOT EXISTS pv_findings (finding_id {uuid} PRIMARY KEY,"
+    " tenant_id TEXT NOT NULL, record_id {uuid} NOT NULL, subject_position {int} NOT NULL,"
+    " subject_event_id {uuid} NOT NULL, rule TEXT NOT NULL, severity TEXT NOT NULL,"
+    " citation TEXT NOT NULL, message TEXT NOT NULL, evidence TEXT NOT NULL,"
+    " ruleset TEXT NOT NULL, withdrawn {int} NOT NULL DEFAULT 0,"
+    " raised_position {int} NOT NULL, changed_position {int} NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS pv_findings_tenant ON pv_findings"
+    " (tenant_id, withdrawn, subject_position)",
+    "CREATE INDEX IF NOT EXISTS pv_findings_subject ON pv_findings (tenant_id, subject_event_id)",
+    "CREATE TABLE IF NOT EXISTS pv_acks (tenant_id TEXT NOT NULL, finding_id TEXT NOT NULL,"
+    " resolution TEXT NOT NULL, position {int} NOT NULL, PRIMARY KEY (tenant_id, finding_id))",
+    "CREATE TABLE IF NOT EXISTS pv_tracking (projection TEXT PRIMARY KEY,"
+    " notification_id {int} NOT NULL, schema_version {int} NOT NULL)",
+]
+
+
+def create(cursor: Cursor) -> None:
+    """Create the read-model tables if they do not exist."""
+    types = _COMMON[cursor.dialect]
+    for statement in _DDL:
+        cursor.execute(statement.format(**types))
+
+
+def drop(cursor: Cursor) -> None:
+    """Drop every read-model table (before a rebuild)."""
+    for table in TABLES:
+        cursor.execute(f"DROP TABLE IF EXISTS {table}")

@@ -1,0 +1,201 @@
+"""The projection worker: applies the event log to the read models, exactly once.
+
+It reads notifications after its tracked position, maps them to events, and applies a page of
+them plus the new tracking position in one transaction. On SQLite (the embedded default) it runs
+as a thread inside ``serve`` and is woken by every write; on PostgreSQL it can run there too, or
+as the separate ``disclosure-audit project`` process, and checks for new events every
+``IDLE_POLL`` seconds when idle. Two workers never apply the same page: the tracking row is
+locked (PostgreSQL ``FOR UPDATE``; SQLite serialises writers) and re-checked.
+"""
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from domain import facts
+from domain.policy.rulesets import Rulebook
+from domain.record import ClientRecord
+from projections.model import ReadModel
+from projections.schema import SCHEMA_VERSION, create, drop
+from service.storage.app import AuditLog
+from service.storage.crypto import open_state, seal_state
+
+__all__ = ["IDLE_POLL", "Projector", "StaleReadError"]
+
+IDLE_POLL = 0.05
+NAME = "read-models"
+_TOPIC = "client-record/read-model"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_log = logging.getLogger("disclosure_audit.projector")
+
+
+class StaleReadError(Exception):
+    """Raised when the read models have not reached a position within the wait allowed."""
+
+
+class _History:
+    def __init__(self, audit: AuditLog) -> None:
+        self._audit = audit
+
+    def facts(self, record: UUID, up_to_version: int) -> list[tuple[int, facts.FactBase]]:
+        events = self._audit.events.get(record, lte=up_to_version)
+        return [
+            (e.originator_version, e.fact)
+            for e in events
+            if isinstance(e, ClientRecord.FactRecorded)
+        ]
+
+
+class _Sealer:
+    def __init__(self, audit: AuditLog) -> None:
+        self._audit = audit
+
+    def seal(self, record: UUID, data: bytes) -> bytes:
+        key = self._audit.keyring.find(record)
+        if key is None:
+            raise KeyError(f"record {record} has no key")
+        return seal_state(key, data, record=record, version=0, topic=_TOPIC, recorded_at=_EPOCH)
+
+    def open(self, record: UUID, data: bytes) -> bytes | None:
+        key = self._audit.keyring.find(record)
+        if key is None:
+            return None
+        return open_state(key, data, record=record, version=0, topic=_TOPIC)
+
+    def blind(self, value: str) -> bytes:
+        return self._audit.blind(value)
+
+
+class Projector:
+    """Keeps the read models current with the event log."""
+
+    def __init__(self, audit: AuditLog, rulebook: Rulebook, page_size: int = 200) -> None:
+        self.audit = audit
+        self._page_size = page_size
+        self.sealer = _Sealer(audit)
+        self._rulebook = rulebook
+        self.model = ReadModel(rulebook, _History(audit), self.sealer)
+        self._progress = threading.Condition()
+
+    def prepare(self) -> bool:
+        """Create the tables; rebuild them if their schema version changed. True if rebuilt."""
+        with self.audit.db.transaction() as cursor:
+            create(cursor)
+            row = cursor.fetchone(
+                "SELECT schema_version FROM pv_tracking WHERE projection = %s", (NAME,)
+            )
+            if row is not None and int(row["schema_version"]) == SCHEMA_VERSION:
+                return False
+            if row is not None:
+                _log.warning("read-model schema changed; rebuilding from the event log")
+                drop(cursor)
+                create(cursor)
+            cursor.execute(
+                "INSERT INTO pv_tracking (projection, notification_id, schema_version)"
+                " VALUES (%s, 0, %s)",
+                (NAME, SCHEMA_VERSION),
+            )
+        self.model = ReadModel(self._rulebook, _History(self.audit), self.sealer)
+        return row is not None
+
+    def processed(self) -> int:
+        """The last notification id applied to the read models."""
+        with self.audit.db.transaction(commit=False) as cursor:
+            row = cursor.fetchone(
+                "SELECT notification_id FROM pv_tracking WHERE projection = %s", (NAME,)
+            )
+        return int(row["notification_id"]) if row else 0
+
+    def step(self) -> int:
+        """Apply the next page of events; returns how many were applied."""
+        start = self.processed()
+        notifications = self.audit.recorder.select_notifications(
+            start=start + 1, limit=self._page_size
+        )
+        if not notifications:
+            return 0
+        last = notifications[-1].id
+        with self.audit.db.transaction(commit=False) as cursor:
+            rows = cursor.fetchall(
+                "SELECT notification_id, position FROM da_tenant_log"
+                " WHERE notification_id > %s AND notification_id <= %s",
+                (start, last),
+            )
+        positions = {int(r["notification_id"]): int(r["position"]) for r in rows}
+        events: list[tuple[Any, int]] = [
+            (self.audit.mapper.to_domain_event(n), positions[n.id]) for n in notifications
+        ]
+        # Read everything the page needs from other connections now: inside the write
+        # transaction a second connection can deadlock the SQLite pool (a writer waiting for
+        # the write lock holds the pool's queue while we would wait for it).
+        newest: dict[UUID, int] = {}
+        for event, _ in events:
+            if isinstance(event, ClientRecord.FactRecorded):
+                newest[event.originator_id] = event.originator_version
+        for record, version in newest.items():
+            self.model.legal_history(record, version)
+            self.audit.keyring.find(record)
+        with self.audit.db.transaction() as cursor:
+            lock = " FOR UPDATE" if cursor.dialect == "postgres" else ""
+            row = cursor.fetchone(
+                "SELECT notification_id FROM pv_tracking WHERE projection = %s" + lock,  # noqa: S608
+                (NAME,),
+            )
+            if row is None or int(row["notification_id"]) != start:
+                return 0  # another worker applied this page first
+            for event, position in events:
+                self.model.apply(cursor, event, position)
+            cursor.execute(
+                "UPDATE pv_tracking SET notification_id = %s WHERE projection = %s", (last, NAME)
+            )
+        with self._progress:
+            self._progress.notify_all()
+        return len(events)
+
+    def catch_up(self) -> int:
+        """Apply everything there is now; returns how many events were applied."""
+        total = 0
+        while applied := self.step():
+            total += applied
+        return total
+
+    def rebuild(self) -> int:
+        """Drop the read models and replay the whole log into fresh ones."""
+        with self.audit.db.transaction() as cursor:
+            drop(cursor)
+        self.prepare()
+        return self.catch_up()
+
+    def run(self, stop: threading.Event) -> None:
+        """Keep the read models current until ``stop`` is set."""
+        while not stop.is_set():
+            try:
+                if self.step() == 0:
+                    self.audit.saved.wait(IDLE_POLL)
+                    self.audit.saved.clear()
+            except Exception:  # keep serving reads; the next loop retries the same page
+                _log.exception("projection step failed; retrying")
+                stop.wait(1.0)
+
+    def wait_for(self, tenant_id: str, position: int, timeout: float) -> None:
+        """Return once the read models include the tenant's ``position``; else StaleReadError."""
+        with self.audit.db.transaction(commit=False) as cursor:
+            row = cursor.fetchone(
+                "SELECT notification_id FROM da_tenant_log WHERE tenant_id = %s AND position = %s",
+                (tenant_id, position),
+            )
+        if row is None:
+            raise StaleReadError(f"position {position} is not in the log")
+        target = int(row["notification_id"])
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while self.processed() < target:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StaleReadError(f"read models have not reached position {position}")
+            with self._progress:
+                self._progress.wait(min(delay, remaining))
+            delay = min(delay * 2, 0.02)

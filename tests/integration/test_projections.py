@@ -1,0 +1,297 @@
+"""Read models: the scenarios' access log, disclosures, findings and accounting; late events;
+read-your-writes; self-audit; and exactly-once processing across a killed worker."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from domain import facts
+from service.auth import Role
+from service.container import Services
+from service.demo import scenario_events
+from service.storage.sql import as_uuid
+from tests.conftest import Api
+from tests.e2e.server import ROOT
+from tests.factories import example
+from tests.unit.test_policy_scenarios import ACCOUNTABLE, EXPECTED
+
+
+def _post_scenarios(api: Api, headers: dict[str, str]) -> int:
+    last = 0
+    for scenario in scenario_events():
+        for event in scenario.events:
+            response = api.client.post(
+                f"/v1/records/{scenario.record_ref}/events", json=event, headers=headers
+            )
+            assert response.status_code == 201, response.text
+            last = response.json()["position"]
+    return last
+
+
+def _all(api: Api, path: str, headers: dict[str, str], **params: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = params | {"limit": 7} | ({"cursor": cursor} if cursor else {})
+        response = api.client.get(path, params=query, headers=headers)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+
+
+def test_the_scenarios_produce_the_expected_read_models(api: Api) -> None:
+    headers = api.writer()
+    last = _post_scenarios(api, headers)
+    disclosures = _all(api, "/v1/disclosures", headers, min_position=last)
+    by_id = {d["disclosure_id"]: d for d in disclosures}
+    assert set(by_id) == set(ACCOUNTABLE)
+    for expected in EXPECTED.values():
+        for label, rules in expected.items():
+            if label.startswith("dis-"):
+                assert {f["rule"] for f in by_id[label]["findings"]} == rules, label
+                assert by_id[label]["accountable"] is ACCOUNTABLE[label], label
+    assert by_id["dis-jr-3"]["excess_categories"] == ["progress_notes", "psychotherapy_notes"]
+    assert by_id["dis-jr-3"]["recipient"]["name"] == "Suffolk Probate and Family Court"
+
+    pn1 = _all(api, "/v1/disclosures", headers, rule="PN-1")
+    assert {d["disclosure_id"] for d in pn1} == {"dis-jr-3", "dis-cr-2"}
+    courts = _all(api, "/v1/disclosures", headers, recipient="suffolk probate AND family court")
+    assert {d["disclosure_id"] for d in courts} == {"dis-jr-2", "dis-jr-3"}
+
+    glass = _all(api, "/v1/access-log", headers, break_glass="true")
+    assert [(a["record_ref"], a["actor"]["id"]) for a in glass] == [("bg-6630", "fd-02")]
+    notes = _all(api, "/v1/access-log", headers, category="progress_notes")
+    assert {a["record_ref"] for a in notes} == {"jr-2041", "bg-6630"}
+
+    findings = _all(api, "/v1/findings", headers)
+    assert sorted(f["rule"] for f in findings) == sorted(
+        rule for expected in EXPECTED.values() for rules in expected.values() for rule in rules
+    )
+    assert all(f["status"] == "open" and f["ruleset"] for f in findings)
+
+
+def test_the_accounting_lists_court_agency_and_warning_disclosures_and_summarises_repeats(
+    api: Api,
+) -> None:
+    headers = api.writer()
+    last = _post_scenarios(api, headers)
+    court = api.client.get(
+        "/v1/records/jr-2041/accounting", params={"min_position": last}, headers=headers
+    ).json()["items"]
+    assert [e["disclosure_id"] for e in court] == ["dis-jr-2"]  # dis-jr-3: same court, purpose
+    assert court[0]["count"] == 2
+    assert court[0]["last_date"] > court[0]["date"]
+    agency = api.client.get("/v1/records/mr-3310/accounting", headers=headers).json()["items"]
+    assert [(e["recipient"]["name"], e["count"]) for e in agency] == [
+        ("Department of Children and Families", 3)]  # fmt: skip
+    authorized = api.client.get("/v1/records/cv-5520/accounting", headers=headers).json()["items"]
+    assert [e["disclosure_id"] for e in authorized] == ["dis-cv-2"]  # the one after revocation
+    warning = api.client.get("/v1/records/dw-0912/accounting", headers=headers).json()["items"]
+    assert len(warning) == 3
+    csv = api.client.get("/v1/records/mr-3310/accounting",
+                         headers={**headers, "Accept": "text/csv"})  # fmt: skip
+    assert csv.headers["content-type"].startswith("text/csv")
+    assert csv.text.splitlines()[1].startswith("2026-03-06,Department of Children and Families")
+
+
+def test_record_status_now_and_as_of(api: Api) -> None:
+    headers = api.writer()
+    _post_scenarios(api, headers)
+    now = api.client.get("/v1/records/cv-5520", headers=headers).json()
+    assert [a["status"] for a in now["authorizations"]] == ["revoked"]
+    before = api.client.get("/v1/records/cv-5520", params={"as_of": "2026-02-20T00:00:00Z"},
+                            headers=headers).json()  # fmt: skip
+    assert [a["status"] for a in before["authorizations"]] == ["active"]
+    jr = api.client.get("/v1/records/jr-2041", headers=headers).json()
+    assert jr["privilege"] == [
+        {
+            "demand_id": "dem-jr-1",
+            "status": "pierced",
+            "holder": "therapist_on_behalf",
+            "statute": "M.G.L. c.233 s.20B",
+        }
+    ]
+    assert jr["open_demands"] == []
+
+
+def test_a_late_revocation_flips_the_finding_and_the_accounting(api: Api) -> None:
+    headers = api.writer()
+    grant = example("AuthorizationGranted", occurred_at="2026-01-10T10:00:00Z")
+    release = example("DisclosureMade", occurred_at="2026-01-20T10:00:00Z")
+    for body in (example("RecordOpened", occurred_at="2026-01-01T10:00:00Z"), grant, release):
+        assert (
+            api.client.post("/v1/records/late/events", json=body, headers=headers).status_code
+            == 201
+        )
+    before = api.client.get("/v1/findings", params={"record_ref": "late", "min_position": 4},
+                            headers=headers).json()["items"]  # fmt: skip
+    assert before == []
+    assert api.client.get("/v1/records/late/accounting", headers=headers).json()["items"] == []
+    revoked = example("AuthorizationRevoked", occurred_at="2026-01-15T10:00:00Z")
+    position = api.client.post("/v1/records/late/events", json=revoked, headers=headers).json()[
+        "position"
+    ]
+    after = api.client.get("/v1/findings", params={"record_ref": "late", "min_position": position},
+                           headers=headers).json()["items"]  # fmt: skip
+    assert [(f["rule"], f["event_id"], f["status"]) for f in after] == [
+        ("AU-1", release["event_id"], "open")]  # fmt: skip
+    assert revoked["event_id"] in after[0]["evidence"]
+    listed = api.client.get("/v1/records/late/accounting", headers=headers).json()["items"]
+    assert [e["disclosure_id"] for e in listed] == [release["disclosure_id"]]
+
+
+def test_acknowledging_a_finding_changes_its_status(api: Api) -> None:
+    headers = api.writer()
+    body = example("RecordAccessed", break_glass=True, purpose_of_use="BTG")
+    api.client.post("/v1/records/ack/events", json=body, headers=headers)
+    (finding,) = _all(api, "/v1/findings", headers, record_ref="ack", min_position=2)
+    ack = example(
+        "FindingAcknowledged", finding_id=finding["finding_id"], resolution="accepted_risk"
+    )
+    position = api.client.post("/v1/records/ack/events", json=ack, headers=headers).json()[
+        "position"
+    ]
+    (acknowledged,) = _all(api, "/v1/findings", headers, record_ref="ack", min_position=position)
+    assert (acknowledged["status"], acknowledged["resolution"]) == ("acknowledged", "accepted_risk")
+    assert _all(api, "/v1/findings", headers, record_ref="ack", status="open") == []
+
+
+def test_min_position_returns_the_callers_own_write_at_once(api: Api) -> None:
+    headers = api.writer()
+    for _ in range(20):
+        body = example("RecordAccessed")
+        position = api.client.post("/v1/records/ryw/events", json=body, headers=headers).json()[
+            "position"
+        ]
+        started = time.perf_counter()
+        params = {"record_ref": "ryw", "min_position": position, "limit": 1000}
+        items = api.client.get("/v1/access-log", params=params, headers=headers).json()["items"]
+        assert body["event_id"] in {i["event_id"] for i in items}
+        assert time.perf_counter() - started < 2
+
+
+def test_min_position_beyond_the_log_is_503_with_retry_after(api: Api) -> None:
+    response = api.client.get("/v1/findings", params={"min_position": 10**9}, headers=api.writer())
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+
+
+def test_every_query_is_in_audit_reads_with_its_filters(api: Api) -> None:
+    headers = api.writer()
+    api.client.post("/v1/records/aud/events", json=example("RecordAccessed"), headers=headers)
+    api.client.get(
+        "/v1/access-log", params={"record_ref": "aud", "role": "billing"}, headers=headers
+    )
+    api.client.get("/v1/findings", params={"rule": "PN-1"}, headers=headers)
+    first = api.client.get("/v1/audit-reads", headers=headers).json()["items"]
+    assert [(r["route"], r["filters"]) for r in first] == [
+        ("GET /v1/access-log", {"record_ref": "aud", "role": "billing"}),
+        ("GET /v1/findings", {"rule": "PN-1"}),
+        ("GET /v1/audit-reads", {}),
+    ]
+    second = api.client.get("/v1/audit-reads", headers=headers).json()["items"]
+    assert len(second) == 4, "each read of audit-reads is recorded once, and records nothing more"
+    other = api.client.get("/v1/audit-reads", headers=api.writer(tenant=api.tenant + "-b")).json()
+    assert [r["route"] for r in other["items"]] == ["GET /v1/audit-reads"]
+
+
+def test_timelines_proofs_and_exports_are_audited_too(api: Api) -> None:
+    headers = api.key(Role.INGEST, Role.COMPLIANCE, Role.REGULATOR)
+    api.client.post("/v1/records/aud2/events", json=example("RecordAccessed"), headers=headers)
+    api.client.get("/v1/records/aud2/timeline", headers=headers)
+    api.client.get("/v1/log/checkpoint", headers=headers)
+    api.client.post("/v1/exports", json={"record_refs": ["aud2"]}, headers=headers)
+    routes = [
+        (r["route"], r["filters"])
+        for r in api.client.get("/v1/audit-reads", headers=headers).json()["items"]
+    ]
+    assert routes[:3] == [
+        ("GET /v1/records/{record_ref}/timeline", {}),
+        ("GET /v1/log/checkpoint", {}),
+        ("POST /v1/exports", {"record_refs": ["aud2"]}),  # unset filters are not recorded
+    ]
+
+
+def _snapshot(services: Services) -> dict[str, Any]:
+    """Everything the read models hold, with sealed fields opened (their nonces differ)."""
+    with services.audit.db.transaction(commit=False) as cursor:
+        facts_rows = cursor.fetchall("SELECT * FROM pv_facts ORDER BY tenant_id, position")
+        findings = cursor.fetchall("SELECT * FROM pv_findings ORDER BY finding_id")
+        acks = cursor.fetchall("SELECT * FROM pv_acks ORDER BY tenant_id, finding_id")
+    opened = []
+    for raw in facts_rows:
+        row = dict(raw)
+        sealed = row.pop("sealed")
+        row["content"] = services.projector.sealer.open(as_uuid(row["record_id"]), bytes(sealed))
+        opened.append({k: str(v) for k, v in row.items()})
+    return {
+        "facts": opened,
+        "findings": [{k: str(v) for k, v in r.items()} for r in findings],
+        "acks": [{k: str(v) for k, v in r.items()} for r in acks],
+    }
+
+
+@pytest.mark.slow
+def test_a_killed_worker_resumes_without_missing_or_repeating_and_equals_a_rebuild(
+    services: Services,
+) -> None:
+    tenant = "worker-" + os.urandom(4).hex()
+    from service.storage.app import Submission
+
+    for scenario in scenario_events():
+        for raw in scenario.events:
+            fact = facts.FACT_TYPES_BY_NAME[raw["type"]].model_validate(
+                {**raw, "event_id": uuid4()}
+            )
+            services.audit.record_facts(tenant, [Submission(scenario.record_ref, fact)])
+    for n in range(300):
+        body = example("DisclosureMade", legal_basis={"kind": "none_stated"})
+        fact = facts.DisclosureMade.model_validate(body)
+        services.audit.record_facts(tenant, [Submission(f"bulk-{n % 7}", fact)])
+    target = services.audit.recorder.max_notification_id() or 0
+    settings = services.settings
+    env = {**os.environ, "DISCLOSURE_AUDIT_HOME": str(settings.home),
+           "DISCLOSURE_AUDIT_MASTER_KEY_FILE": str(settings.master_key_path),
+           "DISCLOSURE_AUDIT_PROJECTIONS": "external",
+           "DISCLOSURE_AUDIT_PROJECTION_PAGE_SIZE": "10"}  # fmt: skip
+    if settings.database_url:
+        env["DISCLOSURE_AUDIT_DATABASE_URL"] = settings.database_url
+    command = [str(ROOT / ".venv/bin/disclosure-audit"), "project"]
+
+    worker = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    start = services.projector.processed()
+    deadline = time.monotonic() + 60
+    while services.projector.processed() <= start and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.send_signal(signal.SIGKILL)  # mid-stream: no chance to finish its page
+    worker.wait(timeout=10)
+    assert services.projector.processed() < target, "killed before it caught up"
+
+    worker = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while services.projector.processed() < target and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
+    assert services.projector.processed() >= target
+    incremental = _snapshot(services)
+    mine = [r for r in incremental["facts"] if r["tenant_id"] == tenant]
+    assert len(mine) == 15 + 3 + 3 + 300, "every judged fact once (disclosures, accesses, reports)"
+    services.projector.rebuild()
+    assert _snapshot(services) == incremental
+    assert json.dumps(incremental)  # plain data, comparable
