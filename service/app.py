@@ -1,15 +1,20 @@
 """The FastAPI application factory (``create_app``) with its lifespan."""
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from service import health
 from service.container import Services, build_services
 from service.errors import install_error_handlers
-from service.middleware import AccessLogMiddleware, BodyLimitMiddleware
-from service.routes import exports, ingest, log, records
+from service.health import Readiness
+from service.logs import configure_logging
+from service.middleware import AccessLogMiddleware, BodyLimitMiddleware, RequestIdMiddleware
+from service.routes import exports, ingest, log, queries, records
 from service.settings import Settings
+from service.telemetry import instrument_app, setup_telemetry
 
 __all__ = ["create_app", "create_app_from_env"]
 
@@ -23,12 +28,29 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = services is None
+        if own:  # a served process: it owns logging and telemetry too
+            configure_logging(settings)
+            telemetry = setup_telemetry(settings)
         app.state.services = build_services(settings) if own else services
+        stop = threading.Event()
+        worker = None
+        if settings.projections == "in-process":
+            # The embedded default keeps every view current with 'serve' alone.
+            worker = threading.Thread(
+                target=app.state.services.projector.run, args=(stop,), name="projector",
+                daemon=True,
+            )  # fmt: skip
+            worker.start()
         try:
             yield
         finally:
+            stop.set()
+            if worker is not None:
+                worker.join(timeout=10)
+            # Runs after uvicorn drained in-flight requests (SIGTERM): close pools, then flush.
             if own:
                 app.state.services.close()
+                telemetry.shutdown()
 
     app = FastAPI(
         title="disclosure-audit",
@@ -41,8 +63,14 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(records.router)
     app.include_router(log.router)
     app.include_router(exports.router)
+    app.include_router(queries.router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(AccessLogMiddleware)
+    # Operations: health outside /v1, request ids around the access log, a span per request.
+    app.state.readiness = Readiness()
+    app.include_router(health.router)
+    app.add_middleware(RequestIdMiddleware)
+    instrument_app(app)
     return app
 
 

@@ -1,5 +1,6 @@
 """The ``disclosure-audit`` command line: serve, demo, keys, openapi."""
 
+import getpass
 import json
 import os
 import sys
@@ -11,7 +12,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from service.auth import TENANT_PATTERN, Role
+from service.auth import TENANT_PATTERN, Principal, Role
 from service.settings import Settings
 
 __all__ = ["main"]
@@ -23,6 +24,8 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+projections_app = typer.Typer(help="Manage the read models.", no_args_is_help=True)
+app.add_typer(projections_app, name="projections")
 out = Console()
 err = Console(stderr=True)
 
@@ -105,6 +108,8 @@ def serve(
     """Run the HTTP API (SQLite in DISCLOSURE_AUDIT_HOME unless a database URL is set)."""
     import uvicorn
 
+    from service.logs import logging_config
+
     overrides = {"HOST": host, "PORT": port, "WORKERS": workers}
     for name, value in overrides.items():
         if value is not None:
@@ -140,7 +145,10 @@ def serve(
         workers=settings.workers,
         access_log=False,  # uvicorn logs raw paths, which carry record refs; we log routes
         log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=20,
+        log_config=logging_config(settings.log_level, settings.log_format),
+        # SIGTERM: stop accepting, let in-flight requests finish for this long, then the
+        # lifespan closes the pools. Orchestrators must wait longer before SIGKILL.
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
 
 
@@ -226,6 +234,43 @@ def keys_revoke(
 
 
 @app.command()
+def project() -> None:
+    """Run the projection worker until SIGTERM or Ctrl-C (PROJECTIONS=external deployments)."""
+    import signal
+    import threading
+
+    services = _services()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    err.print(f"Projecting from notification {services.projector.processed()}; Ctrl-C stops.")
+    try:
+        services.projector.run(stop)
+    finally:
+        services.close()
+    err.print(f"Stopped at notification {services.projector.processed()}.")
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(as_json: JsonFlag = False) -> None:
+    """Drop the read models and replay the whole event log into them."""
+    import time
+
+    services = _services()
+    started = time.perf_counter()
+    try:
+        with err.status("Rebuilding the read models from the event log…"):
+            applied = services.projector.rebuild()
+    finally:
+        services.close()
+    seconds = time.perf_counter() - started
+    if as_json:
+        out.print_json(json.dumps({"events": applied, "seconds": round(seconds, 3)}))
+    else:
+        out.print(f"Rebuilt the read models from {applied} events in {seconds:.1f} s.")
+
+
+@app.command()
 def rules(
     directory: Annotated[
         Path | None, typer.Argument(help="Rule directory to check (default: the configured one).")
@@ -287,6 +332,10 @@ def export(  # noqa: PLR0917 - typer maps each parameter to an option
     previous = previous_checkpoint.read_text() if previous_checkpoint else None
     services = _services()
     try:
+        # Exports are reads of the audit trail too: record who ran this one, and its scope.
+        operator = Principal(f"cli:{getpass.getuser()}", tenant, frozenset({Role.REGULATOR}))
+        services.reads.record(operator, "disclosure-audit export",
+                              {"since": since, "until": until, "record_refs": record})  # fmt: skip
         with Progress(console=err, transient=True, disable=as_json) as progress:
             task = progress.add_task("Exporting", total=None)
 

@@ -20,6 +20,7 @@ from domain.errors import (
     RecordNotFoundError,
 )
 from service.storage.app import WriteContentionError
+from service.telemetry import STORE_UNAVAILABLE
 
 __all__ = ["PROBLEM_JSON", "install_error_handlers", "problem"]
 
@@ -143,6 +144,7 @@ async def _contention(request: Request, exc: Exception) -> JSONResponse:
 
 async def _store_down(request: Request, exc: Exception) -> JSONResponse:
     _log.warning("store unavailable: %s", type(exc).__name__)
+    STORE_UNAVAILABLE.add(1)
     return problem(
         503,
         "store-unavailable",

@@ -1,14 +1,18 @@
-"""ASGI middleware: request body limit and a PHI-free access log."""
+"""ASGI middleware: request body limit, request ids and a PHI-free access log."""
 
 import logging
 import time
+import uuid
 from typing import Any
 
+from opentelemetry import trace
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import problem
+from service.logs import REQUEST_ID, accept_request_id
 
-__all__ = ["AccessLogMiddleware", "BodyLimitMiddleware"]
+__all__ = ["AccessLogMiddleware", "BodyLimitMiddleware", "RequestIdMiddleware"]
 
 _access = logging.getLogger("disclosure_audit.access")
 
@@ -86,3 +90,35 @@ class AccessLogMiddleware:
                 status["code"],
                 (time.perf_counter() - started) * 1000,
             )
+
+
+class RequestIdMiddleware:
+    """Give every request an id: the caller's ``X-Request-ID`` if opaque, else a new one.
+
+    The id is echoed in the response, set on the request's span and added to every log line
+    written while the request runs (threads of sync routes copy the context).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sent = dict(scope.get("headers", [])).get(b"x-request-id")
+        request_id = accept_request_id(sent.decode("latin-1") if sent else None)
+        request_id = request_id or uuid.uuid4().hex
+        trace.get_current_span().set_attribute("request.id", request_id)
+
+        async def tagged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+            await send(message)
+
+        token = REQUEST_ID.set(request_id)
+        try:
+            await self.app(scope, receive, tagged)
+        finally:
+            REQUEST_ID.reset(token)

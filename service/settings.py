@@ -1,6 +1,7 @@
 """Configuration from the environment (``DISCLOSURE_AUDIT_*``) and an optional ``.env`` file."""
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator
@@ -60,12 +61,51 @@ class Settings(BaseSettings):
         description="Origin prefix of checkpoints and name of the signing key; a tenant's log "
         "is <origin>/<tenant>.",
     )
+    projections: Literal["in-process", "external"] = Field(
+        default="in-process",
+        description="Run the projection worker inside serve (in-process) or as the separate "
+        "'disclosure-audit project' process (external, PostgreSQL).",
+    )
+    projection_page_size: int = Field(
+        default=200, ge=1, le=10_000, description="Events applied per projection transaction."
+    )
+    read_wait_seconds: float = Field(
+        default=5.0, gt=0, le=60, description="How long ?min_position= waits before 503."
+    )
     rules_dir: Path | None = Field(
         default=None,
         description="Directory of jurisdiction rule files (*.toml) to use instead of the "
         "built-in ones; validated at start-up.",
     )
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="json: one JSON object per line with request and trace ids; text: for humans.",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP base URL of an OpenTelemetry collector (http://collector:4318); "
+        "traces and metrics go there. Unset: nothing is exported.",
+    )
+    otel_service_name: str = Field(
+        default="disclosure-audit", pattern=r"^[A-Za-z0-9._-]{1,64}$", description="service.name"
+    )
+    shutdown_grace_seconds: int = Field(
+        default=20,
+        ge=1,
+        le=600,
+        description="After SIGTERM, how long in-flight requests may take before they are cut; "
+        "keep it below the orchestrator's kill timeout.",
+    )
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("otlp_endpoint must be an http:// or https:// URL")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -111,7 +151,7 @@ class Settings(BaseSettings):
             return env
         url = urlsplit(self.database_url)
         env.update(
-            PERSISTENCE_MODULE="eventsourcing.postgres",
+            PERSISTENCE_MODULE="service.storage.resilience:ResilientPostgresFactory",
             POSTGRES_DBNAME=unquote(url.path.lstrip("/")) or "postgres",
             POSTGRES_HOST=url.hostname or "127.0.0.1",
             POSTGRES_PORT=str(url.port or 5432),

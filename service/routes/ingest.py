@@ -9,6 +9,7 @@ from service.auth import Principal, Role
 from service.deps import ServicesDep, require
 from service.schemas import BatchReceipts, BatchRequest, Problem, ReceiptOut
 from service.storage.app import Submission
+from service.telemetry import observe_ingest
 
 __all__ = ["router"]
 
@@ -45,9 +46,10 @@ def post_event(
     response: Response,
 ) -> ReceiptOut:
     """Store one fact. 201 once durable; 200 with the original receipt for a repeat."""
-    receipts, created = services.audit.record_facts(
-        principal.tenant_id, [Submission(record_ref=record_ref, fact=fact)]
-    )
+    submissions = [Submission(record_ref=record_ref, fact=fact)]
+    with observe_ingest(principal.tenant_id, submissions) as observed:
+        receipts, created = services.audit.record_facts(principal.tenant_id, submissions)
+        observed.stored(receipts, created)
     response.status_code = 201 if created else 200
     return ReceiptOut.of(receipts[0])
 
@@ -76,6 +78,8 @@ def post_events_batch(
         )
         for item in batch.events
     ]
-    receipts, created = services.audit.record_facts(principal.tenant_id, submissions)
+    with observe_ingest(principal.tenant_id, submissions) as observed:
+        receipts, created = services.audit.record_facts(principal.tenant_id, submissions)
+        observed.stored(receipts, created)
     response.status_code = 201 if created else 200
     return BatchReceipts(receipts=[ReceiptOut.of(r) for r in receipts])

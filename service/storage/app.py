@@ -13,6 +13,7 @@ import hmac
 import json
 import random
 import secrets
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -135,6 +136,8 @@ class AuditLog(Application[UUID]):
         self._master = master_key
         self._pseudonym_key = master_key.derive("record-id")
         self._digest_key = master_key.derive("content-digest")
+        self._blind_key = master_key.derive("blind-index")
+        self.saved = threading.Event()  # set after every write: wakes an in-process projector
         self._write_attempts = write_attempts
         super().__init__(env=env)
         self.db.create_tables(TENANT_LOG_TABLES)
@@ -148,6 +151,11 @@ class AuditLog(Application[UUID]):
         self.db.create_tables(KEYRING_TABLES)
         self.keyring = RecordKeyring(self.db, self._master)
         return RecordCipherMapper(self.keyring)
+
+    def blind(self, value: str) -> bytes:
+        """A keyed digest of a normalised name: read models filter on it, never on the name."""
+        normal = " ".join(value.casefold().split())
+        return hmac.new(self._blind_key, normal.encode(), hashlib.sha256).digest()
 
     def record_id(self, tenant_id: str, record_ref: str) -> UUID:
         """The stream id of a tenant's record."""
@@ -279,6 +287,7 @@ class AuditLog(Application[UUID]):
         }
         log = LogWrite(tenant_id=tenant_id, recorded_at=recorded_at, facts=entries, leaves=leaves)
         self.save(*records.values(), log=log)
+        self.saved.set()
         return {
             submission.fact.event_id: _receipt(
                 submission, log.positions[key], recorded_at, judgment

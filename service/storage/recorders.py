@@ -14,6 +14,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from psycopg import Cursor
 from psycopg.rows import DictRow
 
+from service.storage.resilience import bounded_retry, schema_lock
 from service.storage.sql import SqlCursor
 from service.storage.tenant_log import LogWrite, append_to_tenant_log
 
@@ -35,6 +36,19 @@ class SQLiteAuditRecorder(SQLiteApplicationRecorder):
 
 class PostgresAuditRecorder(PostgresApplicationRecorder):
     """PostgreSQL events plus tenant-log rows, under the events table's EXCLUSIVE lock."""
+
+    # The library retries these ten times on connection errors, each try waiting for a pooled
+    # connection: close to a minute per request while the database is down. Retry briefly,
+    # then let the error become 503 + Retry-After.
+    insert_events = bounded_retry(PostgresApplicationRecorder.insert_events)
+    select_events = bounded_retry(PostgresApplicationRecorder.select_events)
+    select_notifications = bounded_retry(PostgresApplicationRecorder.select_notifications)
+    max_notification_id = bounded_retry(PostgresApplicationRecorder.max_notification_id)
+
+    def create_table(self) -> None:
+        """The library's tables, types and function, created by one starting process at a time."""
+        with schema_lock(self.datastore):
+            super().create_table()
 
     def _insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any

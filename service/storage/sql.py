@@ -5,6 +5,7 @@ that a write can touch both in one transaction. Statements use ``%s`` placeholde
 they are rewritten to ``?`` and UUIDs and datetimes are bound as text.
 """
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ __all__ = ["Database", "Dialect", "Row", "SqlCursor", "as_datetime", "as_uuid"]
 
 Dialect = Literal["sqlite", "postgres"]
 Row = dict[str, Any]
+
+_CREATED_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)", re.IGNORECASE)
 
 
 def _sqlite_param(value: object) -> object:
@@ -73,6 +76,7 @@ class Database:
     def __init__(self, datastore: SQLiteDatastore | PostgresDatastore) -> None:
         self._datastore = datastore
         self.dialect: Dialect = "postgres" if isinstance(datastore, PostgresDatastore) else "sqlite"
+        self.tables: set[str] = set()
 
     @contextmanager
     def transaction(self, *, commit: bool = True) -> Iterator[SqlCursor]:
@@ -82,6 +86,8 @@ class Database:
 
     def create_tables(self, statements: dict[Dialect, list[str]]) -> None:
         """Create tables idempotently; on PostgreSQL, one process at a time."""
+        # Remembered so that readiness can check that every table this process needs exists.
+        self.tables.update(_CREATED_TABLE.findall(" ".join(statements[self.dialect])))
         with self.transaction() as cursor:
             if self.dialect == "postgres":
                 # Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalogue.
