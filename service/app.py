@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from service import health
 from service.container import Services, build_services
 from service.errors import install_error_handlers
-from service.health import Readiness
+from service.health import ProjectionStatus, Readiness
 from service.logs import configure_logging
 from service.middleware import AccessLogMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from service.routes import exports, ingest, log, queries, records
@@ -68,6 +68,13 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.add_middleware(AccessLogMiddleware)
     # Operations: health outside /v1, request ids around the access log, a span per request.
     app.state.readiness = Readiness()
+
+    def projection_probe(services: Services) -> list[ProjectionStatus]:
+        positions, seconds = services.projector.lag()
+        stalled = seconds > settings.projection_stall_seconds
+        return [ProjectionStatus("read-models", positions, seconds, stalled)]
+
+    app.state.readiness.add_projection_probe(projection_probe)
     app.include_router(health.router)
     app.add_middleware(RequestIdMiddleware)
     instrument_app(app)

@@ -318,6 +318,7 @@ def export(  # noqa: PLR0917 - typer maps each parameter to an option
     from datetime import date
 
     from service.integrity.export import ExportScope, write_bundle
+    from service.telemetry import observe_export
 
     if out_dir.exists():
         raise _fail(f"{out_dir} already exists", "Choose a new directory for the bundle.")
@@ -342,10 +343,11 @@ def export(  # noqa: PLR0917 - typer maps each parameter to an option
             def advance(position: int, size: int) -> None:
                 progress.update(task, completed=position, total=size)
 
-            summary = write_bundle(
-                services.log, services.audit, tenant, out_dir, scope=scope,
-                previous_checkpoint=previous, progress=advance,
-            )  # fmt: skip
+            with observe_export("full" if scope.full else "partial", tenant):
+                summary = write_bundle(
+                    services.log, services.audit, tenant, out_dir, scope=scope,
+                    previous_checkpoint=previous, progress=advance,
+                )  # fmt: skip
     finally:
         services.close()
     result = {

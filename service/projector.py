@@ -22,6 +22,8 @@ from projections.model import ReadModel
 from projections.schema import SCHEMA_VERSION, create, drop
 from service.storage.app import AuditLog
 from service.storage.crypto import open_state, seal_state
+from service.storage.sql import as_datetime
+from service.telemetry import record_projection_lag, span
 
 __all__ = ["IDLE_POLL", "Projector", "StaleReadError"]
 
@@ -138,7 +140,10 @@ class Projector:
         for record, version in newest.items():
             self.model.legal_history(record, version)
             self.audit.keyring.find(record)
-        with self.audit.db.transaction() as cursor:
+        with (
+            span("projection.process", {"projection.name": NAME, "events.count": len(events)}),
+            self.audit.db.transaction() as cursor,
+        ):
             lock = " FOR UPDATE" if cursor.dialect == "postgres" else ""
             row = cursor.fetchone(
                 "SELECT notification_id FROM pv_tracking WHERE projection = %s" + lock,  # noqa: S608
@@ -153,7 +158,23 @@ class Projector:
             )
         with self._progress:
             self._progress.notify_all()
+        record_projection_lag(NAME, None, *self.lag())
         return len(events)
+
+    def lag(self) -> tuple[int, float]:
+        """How far behind the log the read models are: (events, seconds since the oldest
+        unapplied event was recorded)."""
+        done = self.processed()
+        with self.audit.db.transaction(commit=False) as cursor:
+            row = cursor.fetchone(
+                "SELECT COUNT(*) AS n, MIN(recorded_at) AS oldest FROM da_tenant_log"
+                " WHERE notification_id > %s",
+                (done,),
+            )
+        if row is None or not row["n"]:
+            return 0, 0.0
+        oldest = as_datetime(row["oldest"])
+        return int(row["n"]), max(0.0, (datetime.now(UTC) - oldest).total_seconds())
 
     def catch_up(self) -> int:
         """Apply everything there is now; returns how many events were applied."""

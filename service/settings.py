@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     projection_page_size: int = Field(
         default=200, ge=1, le=10_000, description="Events applied per projection transaction."
     )
+    projection_stall_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="/readyz fails while the oldest event not yet in the read models is older.",
+    )
     read_wait_seconds: float = Field(
         default=5.0, gt=0, le=60, description="How long ?min_position= waits before 503."
     )

@@ -14,6 +14,7 @@ from service.deps import ServicesDep, audited, require_any
 from service.integrity.export import ExportScope, write_bundle
 from service.integrity.jobs import ExportJobs
 from service.schemas import ExportOut, ExportRequest, Problem
+from service.telemetry import observe_export
 
 __all__ = ["router"]
 
@@ -36,9 +37,10 @@ def _run(services: Services, tenant: str, export_id: UUID, scope: ExportScope) -
     jobs = ExportJobs(services.audit.db)
     jobs.update(export_id, "running")
     try:
-        summary = write_bundle(
-            services.log, services.audit, tenant, _directory(services, export_id), scope=scope
-        )
+        with observe_export("full" if scope.full else "partial", tenant):
+            summary = write_bundle(
+                services.log, services.audit, tenant, _directory(services, export_id), scope=scope
+            )
     except Exception as error:  # the job records the failure; the client polls for it
         jobs.update(export_id, "failed", detail=type(error).__name__)
         raise

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from service.auth import Role
 from service.logs import ContextFilter, JsonFormatter
 from service.settings import Settings
 from service.telemetry import (
@@ -466,3 +467,29 @@ def test_no_phi_in_spans_metrics_or_logs_while_serving_the_demo_data(
         assert value not in span_text, f"{value!r} in a span"
         assert value not in metric_text, f"{value!r} in a metric"
         assert value not in log_text, f"{value!r} in the logs"
+
+
+def test_the_projector_and_real_exports_report_spans_lag_and_durations(
+    api: Api, otel: Captured
+) -> None:
+    headers = api.key(Role.INGEST, Role.COMPLIANCE, Role.REGULATOR)
+    position = api.client.post(
+        "/v1/records/tel/events", json=example("RecordAccessed"), headers=headers
+    ).json()["position"]
+    api.client.get("/v1/access-log", params={"min_position": position}, headers=headers)
+    assert any(
+        s.name == "projection.process"
+        and (s.attributes or {}).get("projection.name") == "read-models"
+        for s in otel.spans()
+    )
+    assert otel.points("disclosure_audit.projection.lag.positions", projection__name="read-models")
+    started = api.client.post("/v1/exports", json={"record_refs": ["tel"]}, headers=headers)
+    assert started.status_code == 202
+    for _ in range(100):
+        status = api.client.get(f"/v1/exports/{started.json()['export_id']}", headers=headers)
+        if status.json()["status"] == "done":
+            break
+    points = otel.points("disclosure_audit.export.duration", tenant__id=api.tenant)
+    assert [(p.attributes["export.kind"], p.attributes["export.outcome"]) for p in points] == [
+        ("partial", "ok")
+    ]
