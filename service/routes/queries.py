@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query
 from fastapi.responses import Response
 
 from domain import facts
+from domain.errors import RecordNotFoundError
 from domain.record import ClientRecord
 from domain.vocabulary import ActorRole, DataCategory, LegalBasisKind, PurposeOfUse
 from projections.queries import FactFilter, FindingFilter, accounting, fact_page, finding_page
@@ -182,7 +183,8 @@ def get_accounting(
     """Accountable disclosures of the last six years (or ``since``..``until``)."""
     today = datetime.now(UTC).date()
     start = since or today - timedelta(days=6 * 365 + 2)
-    services.audit.read_record(principal.tenant_id, record_ref)  # 404 for another tenant's
+    if not services.audit.has_record(principal.tenant_id, record_ref):
+        raise RecordNotFoundError(record_ref)  # another tenant's record is simply not found
     record = services.audit.record_id(principal.tenant_id, record_ref)
     with services.audit.db.transaction(commit=False) as cur:
         items = accounting(cur, services.projector.sealer, principal.tenant_id, record,

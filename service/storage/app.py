@@ -311,6 +311,16 @@ class AuditLog(Application[UUID]):
             object.__setattr__(record.pending_events[0], "timestamp", recorded_at)
             return record
 
+    def has_record(self, tenant_id: str, record_ref: str) -> bool:
+        """Whether the tenant has any event of this record (one index lookup)."""
+        with self.db.transaction(commit=False) as cursor:
+            row = cursor.fetchone(
+                "SELECT 1 AS found FROM da_tenant_log WHERE tenant_id = %s AND record_id = %s"
+                " LIMIT 1",
+                (tenant_id, self.record_id(tenant_id, record_ref)),
+            )
+        return row is not None
+
     def read_record(self, tenant_id: str, record_ref: str) -> list[StoredEvent]:
         """Every event of a tenant's record with its position; raises if the tenant has none."""
         rid = self.record_id(tenant_id, record_ref)
