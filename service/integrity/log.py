@@ -19,7 +19,7 @@ from service.integrity.signing import LogKeyring, sign_note
 from service.storage.crypto import open_state
 from service.storage.keyring import RecordKeyring
 from service.storage.sql import Database, Dialect, as_datetime, as_uuid
-from service.storage.tenant_log import LEAF_TOPIC
+from service.storage.tenant_log import LEAF_TOPIC, tenant_size
 
 __all__ = ["CHECKPOINT_TABLES", "Checkpoint", "LogEntry", "SplitViewError", "TenantLog"]
 
@@ -87,12 +87,7 @@ class TenantLog:
 
     def size(self, tenant_id: str) -> int:
         """How many leaves the tenant's tree has."""
-        with self._db.transaction(commit=False) as cursor:
-            row = cursor.fetchone(
-                "SELECT COALESCE(MAX(position), 0) AS n FROM da_tenant_log WHERE tenant_id = %s",
-                (tenant_id,),
-            )
-        return int(row["n"]) if row else 0
+        return tenant_size(self._db, tenant_id)
 
     def leaf_hashes(self, tenant_id: str, size: int) -> list[bytes]:
         """The first ``size`` leaf hashes, in order."""

@@ -61,6 +61,16 @@ def _next(after: str | None) -> str | None:
     return None if after is None else base64.urlsafe_b64encode(after.encode()).decode()
 
 
+def _fact_page(
+    services: ServicesDep, tenant: str, f: FactFilter, limit: int, cursor: str | None
+) -> ListPage:
+    with services.audit.db.transaction(commit=False) as cur:
+        page = fact_page(
+            cur, services.projector.sealer, tenant, f, limit=limit, after=_position(cursor)
+        )
+    return ListPage(items=page.items, next_cursor=_next(page.next_after))
+
+
 @router.get("/access-log", operation_id="get_access_log", response_model=ListPage,
             responses=_ERRORS, summary="Who saw what: every access, filtered")  # fmt: skip
 def get_access_log(
@@ -85,10 +95,7 @@ def get_access_log(
         actor_id=actor_id, role=role, category=category, purpose_of_use=purpose_of_use,
         break_glass=break_glass, since=since, until=until,
     )  # fmt: skip
-    with services.audit.db.transaction(commit=False) as cur:
-        page = fact_page(cur, services.projector.sealer, tenant, f, limit=limit,
-                         after=_position(cursor))  # fmt: skip
-    return ListPage(items=page.items, next_cursor=_next(page.next_after))
+    return _fact_page(services, tenant, f, limit, cursor)
 
 
 @router.get("/disclosures", operation_id="get_disclosures", response_model=ListPage,
@@ -116,10 +123,7 @@ def get_disclosures(
         legal_basis=legal_basis, category=category, rule=rule, accountable=accountable,
         since=since, until=until,
     )  # fmt: skip
-    with services.audit.db.transaction(commit=False) as cur:
-        page = fact_page(cur, services.projector.sealer, tenant, f, limit=limit,
-                         after=_position(cursor))  # fmt: skip
-    return ListPage(items=page.items, next_cursor=_next(page.next_after))
+    return _fact_page(services, tenant, f, limit, cursor)
 
 
 @router.get("/findings", operation_id="get_findings", response_model=ListPage,

@@ -35,7 +35,13 @@ from service.storage.crypto import MasterKey, open_state, seal_state
 from service.storage.keyring import KEYRING_TABLES, RecordKeyring
 from service.storage.mapper import RecordCipherMapper
 from service.storage.sql import Database, as_datetime, as_uuid
-from service.storage.tenant_log import TENANT_LOG_TABLES, FactEntry, LeafEntry, LogWrite
+from service.storage.tenant_log import (
+    TENANT_LOG_TABLES,
+    FactEntry,
+    LeafEntry,
+    LogWrite,
+    tenant_size,
+)
 
 __all__ = ["AuditLog", "Receipt", "StoredEvent", "Submission", "WriteContentionError"]
 
@@ -355,9 +361,4 @@ class AuditLog(Application[UUID]):
 
     def last_position(self, tenant_id: str) -> int:
         """The tenant's latest log position (0 when empty)."""
-        with self.db.transaction(commit=False) as cursor:
-            row = cursor.fetchone(
-                "SELECT COALESCE(MAX(position), 0) AS last FROM da_tenant_log WHERE tenant_id = %s",
-                (tenant_id,),
-            )
-        return int(row["last"]) if row else 0
+        return tenant_size(self.db, tenant_id)

@@ -17,7 +17,7 @@ from eventsourcing.persistence import StoredEvent
 
 from domain import merkle
 from service.storage.crypto import seal_state
-from service.storage.sql import Dialect, Row, SqlCursor
+from service.storage.sql import Database, Dialect, Row, SqlCursor
 
 __all__ = [
     "LEAF_TOPIC",
@@ -28,6 +28,7 @@ __all__ = [
     "append_to_tenant_log",
     "leaf_bytes",
     "seal_leaf",
+    "tenant_size",
 ]
 
 LEAF_TOPIC = "client-record/leaf"
@@ -144,3 +145,13 @@ def append_to_tenant_log(
         " leaf_entry) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         rows,
     )
+
+
+def tenant_size(db: Database, tenant_id: str) -> int:
+    """The tenant's latest log position, which is also its tree size (0 when empty)."""
+    with db.transaction(commit=False) as cursor:
+        row = cursor.fetchone(
+            "SELECT COALESCE(MAX(position), 0) AS last FROM da_tenant_log WHERE tenant_id = %s",
+            (tenant_id,),
+        )
+    return int(row["last"]) if row else 0
