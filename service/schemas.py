@@ -195,6 +195,10 @@ class ExportRequest(BaseModel):
     since: date | None = None
     until: date | None = None
     record_refs: Annotated[list[facts.RecordRef], Field(max_length=1000)] | None = None
+    previous_checkpoint: Annotated[str, Field(max_length=4000)] | None = Field(
+        default=None,
+        description="checkpoint.txt of an earlier bundle: adds a consistency proof from it.",
+    )
 
 
 class ExportOut(Out):

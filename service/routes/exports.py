@@ -33,13 +33,24 @@ def _directory(services: Services, export_id: UUID) -> Path:
     return services.settings.home / "exports" / str(export_id)
 
 
-def _run(services: Services, tenant: str, export_id: UUID, scope: ExportScope) -> None:
+def _run(
+    services: Services,
+    tenant: str,
+    export_id: UUID,
+    scope: ExportScope,
+    previous_checkpoint: str | None,
+) -> None:
     jobs = ExportJobs(services.audit.db)
     jobs.update(export_id, "running")
     try:
         with observe_export("full" if scope.full else "partial", tenant):
             summary = write_bundle(
-                services.log, services.audit, tenant, _directory(services, export_id), scope=scope
+                services.log,
+                services.audit,
+                tenant,
+                _directory(services, export_id),
+                scope=scope,
+                previous_checkpoint=previous_checkpoint,
             )
     except Exception as error:  # the job records the failure; the client polls for it
         jobs.update(export_id, "failed", detail=type(error).__name__)
@@ -66,7 +77,12 @@ def create_export(
     scope = ExportScope(request.since, request.until, tuple(request.record_refs or ()))
     export_id = uuid4()
     ExportJobs(services.audit.db).create(export_id, principal.tenant_id)
-    tasks.add_task(_run, services, principal.tenant_id, export_id, scope)
+    previous = request.previous_checkpoint
+    if previous is not None and previous.split("\n", 1)[0] != services.log.origin(
+        principal.tenant_id
+    ):
+        raise HTTPException(422, "previous_checkpoint is not a checkpoint of your tenant's log.")
+    tasks.add_task(_run, services, principal.tenant_id, export_id, scope, previous)
     return ExportOut(export_id=export_id, status="pending")
 
 

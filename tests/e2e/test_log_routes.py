@@ -102,3 +102,28 @@ def test_an_export_over_http_downloads_a_bundle_that_verifies(api: Api, tmp_path
     other = api.key(Role.REGULATOR, tenant=api.tenant + "-x")
     assert api.client.get(f"/v1/exports/{export_id}", headers=other).status_code == 404
     assert api.client.get(f"/v1/exports/{export_id}/bundle", headers=other).status_code == 404
+
+
+def test_an_http_export_links_to_a_previous_checkpoint(api: Api, tmp_path: Path) -> None:
+    _post(api, 3, "rec-c")
+    regulator = api.key(Role.REGULATOR)
+    _, _, earlier = _checkpoint(api, regulator)
+    _post(api, 2, "rec-c")
+    wrong = api.client.post("/v1/exports", json={"previous_checkpoint": "other/log\n1\nAA==\n"},
+                            headers=regulator)  # fmt: skip
+    assert wrong.status_code == 422
+    started = api.client.post("/v1/exports", json={"previous_checkpoint": earlier},
+                              headers=regulator)  # fmt: skip
+    assert started.status_code == 202
+    export_id = started.json()["export_id"]
+    for _ in range(100):
+        if api.client.get(f"/v1/exports/{export_id}", headers=regulator).json()["status"] == "done":
+            break
+        time.sleep(0.05)
+    bundle = api.client.get(f"/v1/exports/{export_id}/bundle", headers=regulator)
+    with tarfile.open(fileobj=io.BytesIO(bundle.content)) as archive:
+        archive.extractall(tmp_path, filter="data")
+    keys = api.client.get("/v1/log/public-key", headers=regulator).text
+    directory = tmp_path / f"export-{export_id}"
+    assert verify_bundle(directory, keys).full
+    assert (directory / "consistency.json").exists()
