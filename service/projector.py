@@ -3,17 +3,20 @@
 It reads notifications after its tracked position, maps them to events, and applies a page of
 them plus the new tracking position in one transaction. On SQLite (the embedded default) it runs
 as a thread inside ``serve`` and is woken by every write; on PostgreSQL it can run there too, or
-as the separate ``disclosure-audit project`` process, and checks for new events every
-``IDLE_POLL`` seconds when idle. Two workers never apply the same page: the tracking row is
-locked (PostgreSQL ``FOR UPDATE``; SQLite serialises writers) and re-checked.
+as the separate ``disclosure-audit project`` process, woken by the NOTIFY the event store sends
+on every insert (LISTEN on the events table's channel). Two workers never apply the same page:
+the tracking row is locked (PostgreSQL ``FOR UPDATE``; SQLite serialises writers) and
+re-checked.
 """
 
 import logging
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
+
+from psycopg.sql import SQL, Identifier
 
 from domain import facts
 from domain.policy.rulesets import Rulebook
@@ -28,6 +31,7 @@ from service.telemetry import record_projection_lag, span
 __all__ = ["IDLE_POLL", "Projector", "StaleReadError"]
 
 IDLE_POLL = 0.05
+LISTEN_TIMEOUT = 0.5
 NAME = "read-models"
 _TOPIC = "client-record/read-model"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -192,6 +196,9 @@ class Projector:
 
     def run(self, stop: threading.Event) -> None:
         """Keep the read models current until ``stop`` is set."""
+        if self.audit.db.dialect == "postgres":
+            self._run_listening(stop)
+            return
         while not stop.is_set():
             try:
                 if self.step() == 0:
@@ -199,6 +206,23 @@ class Projector:
                     self.audit.saved.clear()
             except Exception:  # keep serving reads; the next loop retries the same page
                 _log.exception("projection step failed; retrying")
+                stop.wait(1.0)
+
+    def _run_listening(self, stop: threading.Event) -> None:
+        """PostgreSQL: sleep until the events table's NOTIFY (every insert sends one), so new
+        events from any process are applied at once; a short timeout still bounds the wait."""
+        datastore = cast(Any, self.audit.factory).datastore
+        channel = cast(Any, self.audit.recorder).channel_name
+        while not stop.is_set():
+            try:
+                with datastore.get_connection() as conn:
+                    conn.execute(SQL("LISTEN {0}").format(Identifier(channel)))
+                    while not stop.is_set():
+                        if self.step() == 0:
+                            for _ in conn.notifies(timeout=LISTEN_TIMEOUT, stop_after=1):
+                                pass
+            except Exception:  # an outage or a failed page: wait, reconnect, retry the page
+                _log.exception("projection worker lost its connection or failed a page; retrying")
                 stop.wait(1.0)
 
     def wait_for(self, tenant_id: str, position: int, timeout: float) -> None:
