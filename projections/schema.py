@@ -4,7 +4,7 @@ from projections.ports import Cursor
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "create", "drop"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: index for one record's accounting
 
 _COMMON = {
     "postgres": {"uuid": "UUID", "ts": "TIMESTAMPTZ", "bytes": "BYTEA", "int": "BIGINT"},
@@ -27,6 +27,10 @@ _DDL = [
     "CREATE INDEX IF NOT EXISTS pv_facts_record ON pv_facts (tenant_id, record_id, position)",
     "CREATE INDEX IF NOT EXISTS pv_facts_actor ON pv_facts (tenant_id, actor_id, position)",
     "CREATE INDEX IF NOT EXISTS pv_facts_day ON pv_facts (tenant_id, type, occurred_day)",
+    # A record's accounting: led by the record, so a wide date range never tempts the planner
+    # into scanning every disclosure of the practice (337 ms at p95 with 1M events without it).
+    "CREATE INDEX IF NOT EXISTS pv_facts_record_day"
+    " ON pv_facts (tenant_id, record_id, type, occurred_day)",
     "CREATE TABLE IF NOT EXISTS pv_findings (finding_id {uuid} PRIMARY KEY,"
     " tenant_id TEXT NOT NULL, record_id {uuid} NOT NULL, subject_position {int} NOT NULL,"
     " subject_event_id {uuid} NOT NULL, rule TEXT NOT NULL, severity TEXT NOT NULL,"

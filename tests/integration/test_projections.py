@@ -295,3 +295,20 @@ def test_a_killed_worker_resumes_without_missing_or_repeating_and_equals_a_rebui
     services.projector.rebuild()
     assert _snapshot(services) == incremental
     assert json.dumps(incremental)  # plain data, comparable
+
+
+def test_a_changed_schema_version_rebuilds_the_read_models(api: Api) -> None:
+    headers = api.writer()
+    position = api.client.post(
+        "/v1/records/schema/events", json=example("RecordAccessed"), headers=headers
+    ).json()["position"]
+    before = _all(api, "/v1/access-log", headers, record_ref="schema", min_position=position)
+    projector = api.services.projector
+    with api.services.audit.db.transaction() as cursor:
+        cursor.execute("UPDATE pv_tracking SET schema_version = 0")  # as an older release left it
+    assert projector.prepare(), "a different schema version means a rebuild"
+    assert projector.processed() == 0
+    projector.catch_up()
+    after = _all(api, "/v1/access-log", headers, record_ref="schema")
+    assert after == before
+    assert not projector.prepare(), "the current version is kept"
