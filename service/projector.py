@@ -181,11 +181,21 @@ class Projector:
         return int(row["n"]), max(0.0, (datetime.now(UTC) - oldest).total_seconds())
 
     def catch_up(self) -> int:
-        """Apply everything there is now; returns how many events were applied."""
+        """Apply everything there is now; returns how many events this worker applied.
+
+        A page another worker took counts as progress, not as the end: this returns only when
+        the read models have reached the end of the log as it was when called.
+        """
+        target = self.audit.recorder.max_notification_id() or 0
         total = 0
-        while applied := self.step():
+        while True:
+            applied = self.step()
             total += applied
-        return total
+            if applied == 0:
+                if self.processed() >= target:
+                    return total
+                with self._progress:
+                    self._progress.wait(0.01)
 
     def rebuild(self) -> int:
         """Drop the read models and replay the whole log into fresh ones."""
