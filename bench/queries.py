@@ -1,6 +1,6 @@
 """Query latency on a large store, and projection lag under sustained ingest.
 
-    .venv/bin/python -m bench.queries [--events 1000000] [--json]
+    .venv/bin/python -m bench.queries [--events 1000000] [--json] [--keep | --reuse DATABASE]
 
 On a fresh PostgreSQL database: loads N synthetic events (60% accesses, 30% disclosures, 10%
 consents and legal process, over N/500 records), projects them, then measures p50/p95 latency of
@@ -11,6 +11,7 @@ reports the projection lag (commit to applied) p50/p99.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -144,6 +145,50 @@ def lag(services: Services, seconds: float) -> dict[str, float]:
             "lag_p99_ms": p99, "events": len(lags)}  # fmt: skip
 
 
+def query_latency(settings: Settings, services: Services, runs: int) -> dict[str, Any]:
+    """p50/p95/p99 of the three queries, beside a bare endpoint through the same client."""
+    result: dict[str, Any] = {}
+    token = services.keys.create(TENANT, {Role.COMPLIANCE})[1]
+    headers = {"Authorization": f"Bearer {token}"}
+    bare = FastAPI()
+
+    @bare.get("/ping")
+    def ping() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    with TestClient(bare) as client, console.status("query latency…"):
+        result["baseline: bare endpoint"] = latency(client, "/ping", {}, runs)
+    with TestClient(create_app(settings, services)) as client, console.status("…"):
+        queries = {
+            "access log, role + day range (practice-wide)":
+                "/v1/access-log?role=billing&since=2024-03-01&until=2024-03-31",
+            "disclosures, basis + category (practice-wide)":
+                "/v1/disclosures?legal_basis=court_order&category=progress_notes",
+            "accounting, one record": "/v1/records/rec-1/accounting?since=2020-01-01",
+        }  # fmt: skip
+        for label, path in queries.items():
+            result[label] = latency(client, path, headers, runs)
+    return result
+
+
+def report(result: dict[str, Any]) -> None:
+    """Print the figures as a table and two lines."""
+    wide = Console(width=140)
+    table = Table("query", "p50 ms", "p95 ms", "p99 ms",
+                  title=f"Query latency, {result['events']:,} events (PostgreSQL)")  # fmt: skip
+    for label, value in result.items():
+        if isinstance(value, tuple):
+            table.add_row(label, *(f"{v:.1f}" for v in value))
+    wide.print(table)
+    if "load_per_s" in result:
+        wide.print(f"load {result['load_per_s']:,.0f} events/s (batches of 1000); projection "
+                   f"{result['project_per_s']:,.0f} events/s")  # fmt: skip
+    lag_ = result["lag"]
+    wide.print(f"projection lag while ingesting {lag_['rate_per_s']:.0f}/s (half the single-event "
+               f"maximum of {lag_['max_ingest_per_s']:.0f}/s): p50 {lag_['lag_p50_ms']:.0f} ms, "
+               f"p99 {lag_['lag_p99_ms']:.0f} ms over {lag_['events']} events")  # fmt: skip
+
+
 def main() -> None:
     """Load, project, measure, print."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -151,63 +196,52 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--lag-seconds", type=float, default=20)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the loaded database and its home (in the temp dir) for --reuse",
+    )
+    parser.add_argument(
+        "--reuse",
+        metavar="DATABASE",
+        help="measure a database kept by --keep instead of loading a new one",
+    )
     args = parser.parse_args()
-    name = f"da_bench_{uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    result: dict[str, Any] = {"events": args.events}
+    name = args.reuse or f"da_bench_{uuid4().hex[:8]}"
+    if not args.reuse:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    result: dict[str, Any] = {"events": args.events, "database": name}
     try:
         url = urlunsplit(urlsplit(ADMIN_URL)._replace(path=f"/{name}"))
-        with tempfile.TemporaryDirectory() as home:
-            settings = Settings(home=Path(home), database_url=url, projections="external")
+        with contextlib.ExitStack() as stack:
+            # A kept database needs its master key again: keep the home beside it.
+            home = (Path(tempfile.gettempdir()) / name if args.keep or args.reuse
+                    else Path(stack.enter_context(tempfile.TemporaryDirectory())))  # fmt: skip
+            settings = Settings(home=home, database_url=url, projections="external")
             services = build_services(settings)
-            result["load_per_s"] = load(services, args.events)
+            if args.reuse:
+                result["events"] = services.audit.recorder.max_notification_id() or 0
+            else:
+                result["load_per_s"] = load(services, args.events)
             with console.status("projecting…"):
                 started = time.perf_counter()
                 applied = services.projector.catch_up()
                 result["project_per_s"] = applied / (time.perf_counter() - started)
-            token = services.keys.create(TENANT, {Role.COMPLIANCE})[1]
-            headers = {"Authorization": f"Bearer {token}"}
-            bare = FastAPI()
-
-            @bare.get("/ping")
-            def ping() -> dict[str, str]:
-                return {"ok": "yes"}
-
-            with TestClient(bare) as client, console.status("query latency…"):
-                result["baseline: bare endpoint"] = latency(client, "/ping", {}, args.runs)
-            with TestClient(create_app(settings, services)) as client, console.status("…"):
-                queries = {
-                    "access log, role + day range (practice-wide)":
-                        "/v1/access-log?role=billing&since=2024-03-01&until=2024-03-31",
-                    "disclosures, basis + category (practice-wide)":
-                        "/v1/disclosures?legal_basis=court_order&category=progress_notes",
-                    "accounting, one record": "/v1/records/rec-1/accounting?since=2020-01-01",
-                }  # fmt: skip
-                for label, path in queries.items():
-                    result[label] = latency(client, path, headers, args.runs)
+            result.update(query_latency(settings, services, args.runs))
             with console.status(f"projection lag under ingest for {args.lag_seconds:.0f} s…"):
                 result["lag"] = lag(services, args.lag_seconds)
             services.close()
     finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if args.keep or args.reuse:
+            console.print(f"kept database {name}; measure it again with --reuse {name}")
+        else:
+            with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     if args.json:
         print(json.dumps(result, indent=2))
-        return
-    wide = Console(width=140)
-    table = Table("query", "p50 ms", "p95 ms", "p99 ms",
-                  title=f"Query latency, {args.events:,} events (PostgreSQL)")  # fmt: skip
-    for label, value in result.items():
-        if isinstance(value, tuple):
-            table.add_row(label, *(f"{v:.1f}" for v in value))
-    wide.print(table)
-    wide.print(f"load {result['load_per_s']:,.0f} events/s (batches of 1000); projection "
-               f"{result['project_per_s']:,.0f} events/s")  # fmt: skip
-    lag_ = result["lag"]
-    wide.print(f"projection lag while ingesting {lag_['rate_per_s']:.0f}/s (half the single-event "
-               f"maximum of {lag_['max_ingest_per_s']:.0f}/s): p50 {lag_['lag_p50_ms']:.0f} ms, "
-               f"p99 {lag_['lag_p99_ms']:.0f} ms over {lag_['events']} events")  # fmt: skip
+    else:
+        report(result)
 
 
 if __name__ == "__main__":

@@ -207,22 +207,19 @@ def accounting(
 
     45 CFR 164.528(b)(3): repeated disclosures to one recipient for one purpose are summarised
     by the first full entry, the number of disclosures and the date of the last. The grouping
-    runs in SQL, so only one sealed row per recipient and purpose is opened.
+    runs in SQL, in one query, so only one sealed row per recipient and purpose is opened.
     """
     groups = cursor.fetchall(
-        "SELECT MIN(position) AS first, COUNT(*) AS n, MAX(occurred_day) AS last_day"
-        " FROM pv_facts WHERE tenant_id = %s AND record_id = %s AND type = %s"
-        " AND accountable = 1 AND occurred_day >= %s AND occurred_day <= %s"
-        " GROUP BY recipient_key, purpose",
-        (tenant, record, "DisclosureMade", since.isoformat(), until.isoformat()),
+        "SELECT f.record_id, f.sealed, g.n, g.last_day FROM (SELECT MIN(position) AS first,"
+        " COUNT(*) AS n, MAX(occurred_day) AS last_day FROM pv_facts WHERE tenant_id = %s"
+        " AND record_id = %s AND type = %s AND accountable = 1 AND occurred_day >= %s"
+        " AND occurred_day <= %s GROUP BY recipient_key, purpose) g"
+        " JOIN pv_facts f ON f.tenant_id = %s AND f.position = g.first",
+        (tenant, record, "DisclosureMade", since.isoformat(), until.isoformat(), tenant),
     )
     entries = []
     for group in groups:
-        row = cursor.fetchone(
-            "SELECT record_id, sealed FROM pv_facts WHERE tenant_id = %s AND position = %s",
-            (tenant, group["first"]),
-        )
-        content = None if row is None else _opened(sealer, row)
+        content = _opened(sealer, group)
         if content is None:
             continue  # crypto-shredded
         fact = content["fact"]
