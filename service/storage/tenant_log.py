@@ -33,6 +33,16 @@ __all__ = [
 
 LEAF_TOPIC = "client-record/leaf"
 
+# A record's events, looked up by tenant and record (404 checks, timelines). Led by the tenant,
+# so the planner needs no statistics to prefer it: with (record_id, ...) alone and a table not
+# yet analysed, PostgreSQL ANDed it with a scan of the whole tenant (60 ms at 1M events). The
+# index of version 1 is dropped once the new one exists.
+_RECORD_INDEX = [
+    "CREATE INDEX IF NOT EXISTS da_tenant_log_record"
+    " ON da_tenant_log (tenant_id, record_id, originator_version)",
+    "DROP INDEX IF EXISTS da_tenant_log_record_idx",
+]
+
 TENANT_LOG_TABLES: dict[Dialect, list[str]] = {
     "postgres": [
         "CREATE TABLE IF NOT EXISTS da_tenant_log ("
@@ -42,8 +52,7 @@ TENANT_LOG_TABLES: dict[Dialect, list[str]] = {
         " recorded_at TIMESTAMPTZ NOT NULL, receipt TEXT,"
         " leaf_hash BYTEA NOT NULL, leaf_entry BYTEA NOT NULL,"
         " PRIMARY KEY (tenant_id, position), UNIQUE (tenant_id, event_id))",
-        "CREATE INDEX IF NOT EXISTS da_tenant_log_record_idx"
-        " ON da_tenant_log (record_id, originator_version)",
+        *_RECORD_INDEX,
     ],
     "sqlite": [
         "CREATE TABLE IF NOT EXISTS da_tenant_log ("
@@ -53,8 +62,7 @@ TENANT_LOG_TABLES: dict[Dialect, list[str]] = {
         " recorded_at TEXT NOT NULL, receipt TEXT,"
         " leaf_hash BLOB NOT NULL, leaf_entry BLOB NOT NULL,"
         " PRIMARY KEY (tenant_id, position), UNIQUE (tenant_id, event_id))",
-        "CREATE INDEX IF NOT EXISTS da_tenant_log_record_idx"
-        " ON da_tenant_log (record_id, originator_version)",
+        *_RECORD_INDEX,
     ],
 }
 
