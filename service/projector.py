@@ -167,22 +167,27 @@ class Projector:
 
     def lag(self) -> tuple[int, float]:
         """How far behind the log the read models are: (events, seconds since the oldest
-        unapplied event was recorded)."""
+        unapplied event was recorded).
+
+        Both come from index lookups, whatever the backlog: it runs after every page. Counting
+        the unapplied rows instead made a catch-up quadratic (each page counted the whole
+        remaining backlog: projection fell from 1,400 to 600 events/s at 1M), and an
+        open-ended count was planned as a scan of the whole log on a table without statistics.
+        The event count is the span of notification ids, so ids skipped by a rolled-back write
+        count too: an upper bound, exact when nothing was rolled back.
+        """
         done = self.processed()
         top = self.audit.recorder.max_notification_id() or 0
-        # Bounded on both sides, so the planner takes the notification-id index even on a
-        # table without statistics; open-ended, it chose a parallel scan of the whole log
-        # (200 ms at 1M events), run after every page, which alone pushed the lag past 1 s.
         with self.audit.db.transaction(commit=False) as cursor:
             row = cursor.fetchone(
-                "SELECT COUNT(*) AS n, MIN(recorded_at) AS oldest FROM da_tenant_log"
-                " WHERE notification_id > %s AND notification_id <= %s",
-                (done, top),
+                "SELECT recorded_at FROM da_tenant_log WHERE notification_id > %s"
+                " ORDER BY notification_id LIMIT 1",
+                (done,),
             )
-        if row is None or not row["n"]:
+        if row is None or top <= done:
             return 0, 0.0
-        oldest = as_datetime(row["oldest"])
-        return int(row["n"]), max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+        oldest = as_datetime(row["recorded_at"])
+        return top - done, max(0.0, (datetime.now(UTC) - oldest).total_seconds())
 
     def catch_up(self) -> int:
         """Apply everything there is now; returns how many events this worker applied.

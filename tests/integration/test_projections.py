@@ -312,3 +312,26 @@ def test_a_changed_schema_version_rebuilds_the_read_models(api: Api) -> None:
     after = _all(api, "/v1/access-log", headers, record_ref="schema")
     assert after == before
     assert not projector.prepare(), "the current version is kept"
+
+
+def test_the_lag_counts_the_unapplied_events_and_the_age_of_the_oldest(services: Services) -> None:
+    from service.storage.app import Submission
+
+    tenant = "lag-" + os.urandom(4).hex()
+
+    def submit() -> None:
+        fact = facts.RecordAccessed.model_validate(example("RecordAccessed"))
+        services.audit.record_facts(tenant, [Submission("lagging", fact)])
+
+    submit()  # the record exists: each later fact is one event
+    services.projector.catch_up()
+    assert services.projector.lag() == (0, 0.0)
+    started = time.monotonic()
+    for _ in range(3):
+        submit()
+    time.sleep(0.05)
+    events, seconds = services.projector.lag()
+    assert events == 3
+    assert 0.05 <= seconds <= time.monotonic() - started + 0.01
+    services.projector.catch_up()
+    assert services.projector.lag() == (0, 0.0)
