@@ -259,8 +259,13 @@ def projections_rebuild(as_json: JsonFlag = False) -> None:
     services = _services()
     started = time.perf_counter()
     try:
-        with err.status("Rebuilding the read models from the event log…"):
-            applied = services.projector.rebuild()
+        with Progress(console=err, transient=True, disable=as_json) as progress:
+            task = progress.add_task("Rebuilding the read models from the event log", total=None)
+
+            def show(done: int, target: int) -> None:
+                progress.update(task, completed=done, total=target)
+
+            applied = services.projector.rebuild(show)
     finally:
         services.close()
     seconds = time.perf_counter() - started

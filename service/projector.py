@@ -12,6 +12,7 @@ re-checked.
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 from uuid import UUID
@@ -189,29 +190,33 @@ class Projector:
         oldest = as_datetime(row["recorded_at"])
         return top - done, max(0.0, (datetime.now(UTC) - oldest).total_seconds())
 
-    def catch_up(self) -> int:
+    def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Apply everything there is now; returns how many events this worker applied.
 
         A page another worker took counts as progress, not as the end: this returns only when
-        the read models have reached the end of the log as it was when called.
+        the read models have reached the end of the log as it was when called. ``progress`` is
+        told (notification id applied, target) after every page.
         """
         target = self.audit.recorder.max_notification_id() or 0
         total = 0
         while True:
             applied = self.step()
             total += applied
+            done = self.processed()
+            if progress is not None:
+                progress(min(done, target), target)
             if applied == 0:
-                if self.processed() >= target:
+                if done >= target:
                     return total
                 with self._progress:
                     self._progress.wait(0.01)
 
-    def rebuild(self) -> int:
+    def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Drop the read models and replay the whole log into fresh ones."""
         with self.audit.db.transaction() as cursor:
             drop(cursor)
         self.prepare()
-        return self.catch_up()
+        return self.catch_up(progress)
 
     def run(self, stop: threading.Event) -> None:
         """Keep the read models current until ``stop`` is set."""

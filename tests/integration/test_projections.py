@@ -335,3 +335,40 @@ def test_the_lag_counts_the_unapplied_events_and_the_age_of_the_oldest(services:
     assert 0.05 <= seconds <= time.monotonic() - started + 0.01
     services.projector.catch_up()
     assert services.projector.lag() == (0, 0.0)
+
+
+@pytest.mark.parametrize("store", ["sqlite"])  # a store of its own: the rebuild drops every view
+def test_the_rebuild_command_replays_the_log_into_equal_read_models(api: Api) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    _post_scenarios(api, api.writer())
+    services = api.services
+    services.projector.catch_up()
+    before = _snapshot(services)
+    settings = services.settings
+    env = {"DISCLOSURE_AUDIT_HOME": str(settings.home),
+           "DISCLOSURE_AUDIT_MASTER_KEY_FILE": str(settings.master_key_path)}  # fmt: skip
+    result = CliRunner().invoke(app, ["projections", "rebuild", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["events"] == services.audit.recorder.max_notification_id()
+    assert _snapshot(services) == before
+    human = CliRunner().invoke(app, ["projections", "rebuild"], env=env)
+    assert human.exit_code == 0, human.output
+    assert f"from {report['events']} events" in human.stdout
+
+
+def test_a_catch_up_reports_its_progress_up_to_the_end_of_the_log(services: Services) -> None:
+    from service.storage.app import Submission
+
+    tenant = "progress-" + os.urandom(4).hex()
+    for n in range(5):
+        fact = facts.RecordAccessed.model_validate(example("RecordAccessed"))
+        services.audit.record_facts(tenant, [Submission(f"p-{n}", fact)])
+    seen: list[tuple[int, int]] = []
+    services.projector.catch_up(lambda done, target: seen.append((done, target)))
+    target = services.audit.recorder.max_notification_id()
+    assert seen[-1] == (target, target)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
