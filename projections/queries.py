@@ -65,12 +65,6 @@ def _where(tenant: str, f: FactFilter) -> tuple[str, list[object]]:
     if f.accountable is not None:
         clauses.append("f.accountable = %s")
         params.append(int(f.accountable))
-    if f.rule is not None:
-        clauses.append(
-            "EXISTS (SELECT 1 FROM pv_findings x WHERE x.tenant_id = f.tenant_id"
-            " AND x.subject_event_id = f.event_id AND x.rule = %s AND x.withdrawn = 0)"
-        )
-        params.append(f.rule)
     return " AND ".join(clauses), params
 
 
@@ -88,15 +82,60 @@ def _findings_of(cursor: Cursor, tenant: str, event_ids: list[object]) -> dict[s
     if not event_ids:
         return {}
     marks = ", ".join(["%s"] * len(event_ids))
+    # Withdrawn findings are skipped here, not in SQL: with "withdrawn = 0" the planner, on a
+    # table without statistics, preferred the (tenant, withdrawn) index and read every finding
+    # of the practice (145 ms at 1M events, against 1.7 ms by the subject index).
     rows = cursor.fetchall(
-        "SELECT * FROM pv_findings WHERE tenant_id = %s AND withdrawn = 0"  # noqa: S608
+        "SELECT * FROM pv_findings WHERE tenant_id = %s"  # noqa: S608
         f" AND subject_event_id IN ({marks}) ORDER BY rule",
         (tenant, *event_ids),
     )
     found: dict[str, list[Any]] = {}
     for row in rows:
+        if row["withdrawn"]:
+            continue
         found.setdefault(str(row["subject_event_id"]), []).append(_finding_item(row, None))
     return found
+
+
+def _with_rule(
+    cursor: Cursor,
+    tenant: str,
+    rule: str,
+    where: tuple[str, list[object]],
+    *,
+    limit: int,
+    after: int,
+) -> list[dict[str, Any]]:
+    """Up to ``limit + 1`` facts after ``after`` with an open finding of ``rule``.
+
+    Driven by the rule's findings in position order (index pv_findings_rule; one finding per
+    fact and rule), then their facts by position, in batches. As an EXISTS filter or a join,
+    tables without statistics got plans that compared every disclosure with every finding of
+    the rule (1.9 s at 1M events; 75 ms at 3,000).
+    """
+    clause, params = where
+    rows: list[dict[str, Any]] = []
+    batch = max(limit + 1, 200)
+    while len(rows) <= limit:
+        found = cursor.fetchall(
+            "SELECT subject_position FROM pv_findings WHERE tenant_id = %s AND rule = %s"
+            " AND withdrawn = 0 AND subject_position > %s ORDER BY subject_position LIMIT %s",
+            (tenant, rule, after, batch),
+        )
+        positions = [int(r["subject_position"]) for r in found]
+        if not positions:
+            break
+        marks = ", ".join(["%s"] * len(positions))
+        rows += cursor.fetchall(
+            f"SELECT f.* FROM pv_facts f WHERE {clause} AND f.position IN ({marks})"  # noqa: S608
+            " ORDER BY f.position",
+            (*params, *positions),
+        )
+        after = positions[-1]
+        if len(positions) < batch:
+            break
+    return rows[: limit + 1]
 
 
 def fact_page(
@@ -104,11 +143,14 @@ def fact_page(
 ) -> Page:
     """A page of accesses or disclosures, oldest position first."""
     where, params = _where(tenant, f)
-    rows = cursor.fetchall(
-        f"SELECT f.* FROM pv_facts f WHERE {where} AND f.position > %s"  # noqa: S608
-        " ORDER BY f.position LIMIT %s",
-        (*params, after, limit + 1),
-    )
+    if f.rule is None:
+        rows = cursor.fetchall(
+            f"SELECT f.* FROM pv_facts f WHERE {where} AND f.position > %s"  # noqa: S608
+            " ORDER BY f.position LIMIT %s",
+            (*params, after, limit + 1),
+        )
+    else:
+        rows = _with_rule(cursor, tenant, f.rule, (where, params), limit=limit, after=after)
     more = len(rows) > limit
     rows = rows[:limit]
     findings = (

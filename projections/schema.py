@@ -4,7 +4,7 @@ from projections.ports import Cursor
 
 __all__ = ["SCHEMA_VERSION", "TABLES", "create", "drop"]
 
-SCHEMA_VERSION = 2  # 2: index for one record's accounting
+SCHEMA_VERSION = 3  # 2: index for one record's accounting; 3: index of findings by rule
 
 _COMMON = {
     "postgres": {"uuid": "UUID", "ts": "TIMESTAMPTZ", "bytes": "BYTEA", "int": "BIGINT"},
@@ -40,6 +40,8 @@ _DDL = [
     "CREATE INDEX IF NOT EXISTS pv_findings_tenant ON pv_findings"
     " (tenant_id, withdrawn, subject_position)",
     "CREATE INDEX IF NOT EXISTS pv_findings_subject ON pv_findings (tenant_id, subject_event_id)",
+    "CREATE INDEX IF NOT EXISTS pv_findings_rule ON pv_findings"
+    " (tenant_id, rule, withdrawn, subject_position)",
     "CREATE TABLE IF NOT EXISTS pv_acks (tenant_id TEXT NOT NULL, finding_id TEXT NOT NULL,"
     " resolution TEXT NOT NULL, position {int} NOT NULL, PRIMARY KEY (tenant_id, finding_id))",
     "CREATE TABLE IF NOT EXISTS pv_tracking (projection TEXT PRIMARY KEY,"

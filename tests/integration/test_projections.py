@@ -372,3 +372,47 @@ def test_a_catch_up_reports_its_progress_up_to_the_end_of_the_log(services: Serv
     target = services.audit.recorder.max_notification_id()
     assert seen[-1] == (target, target)
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+def test_a_withdrawn_finding_no_longer_matches_the_rule_filter(api: Api) -> None:
+    headers = api.writer()
+    release = example("DisclosureMade", occurred_at="2026-01-20T10:00:00Z")
+    for body in (example("RecordOpened", occurred_at="2026-01-01T10:00:00Z"), release):
+        posted = api.client.post("/v1/records/unfound/events", json=body, headers=headers)
+        assert posted.status_code == 201, posted.text
+    position = posted.json()["position"]
+    (item,) = _all(api, "/v1/disclosures", headers, record_ref="unfound", min_position=position)
+    rules = {f["rule"] for f in item["findings"]}
+    assert rules, "a disclosure under an authorization not on the record has a finding"
+    for rule in rules:
+        matched = _all(api, "/v1/disclosures", headers, rule=rule)
+        assert release["event_id"] in {d["event_id"] for d in matched}
+
+    # The authorization arrives late, dated before the disclosure: the findings are withdrawn.
+    grant = example("AuthorizationGranted", occurred_at="2026-01-10T10:00:00Z")
+    late = api.client.post("/v1/records/unfound/events", json=grant, headers=headers).json()
+    (item,) = _all(api, "/v1/disclosures", headers, record_ref="unfound",
+                   min_position=late["position"])  # fmt: skip
+    assert item["findings"] == []
+    for rule in rules:
+        matched = _all(api, "/v1/disclosures", headers, rule=rule)
+        assert release["event_id"] not in {d["event_id"] for d in matched}
+
+
+def test_the_rule_filter_reads_on_past_findings_that_other_filters_reject(api: Api) -> None:
+    headers = api.writer()
+    # 210 disclosures of one record, then 3 of another, all with the same findings: the
+    # second record's come after more findings of the rule than one batch of the lookup holds.
+    events = [{"record_ref": "crowded", **example("DisclosureMade")} for _ in range(210)]
+    events += [{"record_ref": "sparse", **example("DisclosureMade")} for _ in range(3)]
+    response = api.client.post("/v1/events:batch", json={"events": events}, headers=headers)
+    assert response.status_code == 201, response.text
+    last = response.json()["receipts"][-1]["position"]
+    (first, *_) = _all(api, "/v1/disclosures", headers, record_ref="sparse", min_position=last)
+    rules = {f["rule"] for f in first["findings"]}
+    assert rules, "an authorization that is not on the record is a finding"
+    for rule in rules:
+        sparse = _all(api, "/v1/disclosures", headers, rule=rule, record_ref="sparse")
+        assert [d["event_id"] for d in sparse] == [e["event_id"] for e in events[-3:]]
+        every = _all(api, "/v1/disclosures", headers, rule=rule)
+        assert [d["event_id"] for d in every] == [e["event_id"] for e in events]
