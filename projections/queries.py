@@ -110,9 +110,9 @@ def _with_rule(
     """Up to ``limit + 1`` facts after ``after`` with an open finding of ``rule``.
 
     Driven by the rule's findings in position order (index pv_findings_rule; one finding per
-    fact and rule), then their facts by position, in batches. As an EXISTS filter or a join,
-    tables without statistics got plans that compared every disclosure with every finding of
-    the rule (1.9 s at 1M events; 75 ms at 3,000).
+    fact and rule), then their facts by primary key, in batches. As an EXISTS filter or a
+    join, tables without statistics got plans that compared every disclosure with every
+    finding of the rule (1.9 s at 1M events; 75 ms at 3,000).
     """
     clause, params = where
     rows: list[dict[str, Any]] = []
@@ -127,10 +127,12 @@ def _with_rule(
         if not positions:
             break
         marks = ", ".join(["%s"] * len(positions))
+        # The LIMIT keeps the planner from merging the inner query into the outer one, where
+        # without statistics it scanned every disclosure by (tenant, type) instead (1.1 s).
         rows += cursor.fetchall(
-            f"SELECT f.* FROM pv_facts f WHERE {clause} AND f.position IN ({marks})"  # noqa: S608
-            " ORDER BY f.position",
-            (*params, *positions),
+            "SELECT f.* FROM (SELECT * FROM pv_facts WHERE tenant_id = %s"  # noqa: S608
+            f" AND position IN ({marks}) LIMIT %s) f WHERE {clause} ORDER BY f.position",
+            (tenant, *positions, len(positions), *params),
         )
         after = positions[-1]
         if len(positions) < batch:
