@@ -4,7 +4,7 @@
 
 On a fresh PostgreSQL database: loads N synthetic events (60% accesses, 30% disclosures, 10%
 consents and legal process; 1,000 events per record), projects them, then measures p50/p95
-latency of a filtered practice-wide access-log query, two filtered disclosures queries and a
+latency of filtered practice-wide queries (access log, disclosures, findings queue) and a
 one-record accounting, beside a bare FastAPI endpoint through the same client. Finally it
 measures the maximum single-event ingest rate, ingests at half of it for 20 s with the
 projector running, and reports the projection lag (commit to applied) p50/p99.
@@ -166,6 +166,8 @@ def query_latency(settings: Settings, services: Services, runs: int) -> dict[str
                 "/v1/disclosures?legal_basis=court_order&category=progress_notes",
             "disclosures with a finding of one rule (practice-wide)":
                 "/v1/disclosures?rule=AU-2&legal_basis=client_authorization",
+            "findings queue, open + severity (practice-wide)":
+                "/v1/findings?status=open&severity=high",
             "accounting, one record": "/v1/records/rec-1/accounting?since=2020-01-01",
         }  # fmt: skip
         for label, path in queries.items():

@@ -214,7 +214,8 @@ def finding_page(
     """A page of the findings queue, ordered by the judged fact's position, then rule."""
     clauses = [
         "x.tenant_id = %s",
-        "(x.subject_position > %s OR (x.subject_position = %s AND x.rule > %s))",
+        # The first term bounds the index range; the second skips the rules already served.
+        "x.subject_position >= %s AND (x.subject_position > %s OR x.rule > %s)",
     ]
     params: list[object] = [tenant, after[0], after[0], after[1]]
     for clause, value in (("x.rule = %s", f.rule), ("x.severity = %s", f.severity),

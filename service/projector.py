@@ -23,7 +23,7 @@ from domain import facts
 from domain.policy.rulesets import Rulebook
 from domain.record import ClientRecord
 from projections.model import ReadModel
-from projections.schema import SCHEMA_VERSION, create, drop
+from projections.schema import SCHEMA_VERSION, TABLES, create, drop
 from service.storage.app import AuditLog
 from service.storage.crypto import open_state, seal_state
 from service.storage.sql import as_datetime
@@ -32,6 +32,10 @@ from service.telemetry import record_projection_lag, span
 __all__ = ["IDLE_POLL", "Projector", "StaleReadError"]
 
 IDLE_POLL = 0.05
+# Refresh the planner's statistics of the read models once this many events were applied
+# since the last refresh, and after a rebuild. PostgreSQL samples a fixed number of rows, so
+# a refresh costs about the same at any size (0.1 to 0.5 s at 1M events).
+ANALYZE_AFTER = 50_000
 LISTEN_TIMEOUT = 0.5
 NAME = "read-models"
 _TOPIC = "client-record/read-model"
@@ -79,9 +83,17 @@ class _Sealer:
 class Projector:
     """Keeps the read models current with the event log."""
 
-    def __init__(self, audit: AuditLog, rulebook: Rulebook, page_size: int = 200) -> None:
+    def __init__(
+        self,
+        audit: AuditLog,
+        rulebook: Rulebook,
+        page_size: int = 200,
+        analyze_after: int = ANALYZE_AFTER,
+    ) -> None:
         self.audit = audit
         self._page_size = page_size
+        self._analyze_after = analyze_after
+        self._unanalyzed = 0
         self.sealer = _Sealer(audit)
         self._rulebook = rulebook
         self.model = ReadModel(rulebook, _History(audit), self.sealer)
@@ -164,7 +176,29 @@ class Projector:
         with self._progress:
             self._progress.notify_all()
         record_projection_lag(NAME, None, *self.lag())
+        self._unanalyzed += len(events)
+        if self._unanalyzed >= self._analyze_after:
+            self.analyze()
         return len(events)
+
+    def analyze(self) -> None:
+        """Refresh the query planner's statistics of the read-model tables.
+
+        Without them PostgreSQL guesses row counts and picks plans that sort or scan a whole
+        table: at 1M events the findings queue took 295 ms instead of 0.2 ms. Autovacuum would
+        do this too, later, and not where it is turned off. SQLite's planner uses them too.
+        """
+        started = time.perf_counter()
+        with self.audit.db.transaction() as cursor:
+            if cursor.dialect == "postgres":
+                for table in TABLES:
+                    cursor.execute(f"ANALYZE {table}")
+            else:
+                cursor.execute("PRAGMA analysis_limit = 1000")  # sample, as PostgreSQL does
+                for table in TABLES:
+                    cursor.execute(f"ANALYZE {table}")
+        self._unanalyzed = 0
+        _log.info("refreshed read-model statistics in %.2f s", time.perf_counter() - started)
 
     def lag(self) -> tuple[int, float]:
         """How far behind the log the read models are: (events, seconds since the oldest
@@ -216,7 +250,9 @@ class Projector:
         with self.audit.db.transaction() as cursor:
             drop(cursor)
         self.prepare()
-        return self.catch_up(progress)
+        applied = self.catch_up(progress)
+        self.analyze()
+        return applied
 
     def run(self, stop: threading.Event) -> None:
         """Keep the read models current until ``stop`` is set."""

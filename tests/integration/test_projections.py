@@ -416,3 +416,47 @@ def test_the_rule_filter_reads_on_past_findings_that_other_filters_reject(api: A
         assert [d["event_id"] for d in sparse] == [e["event_id"] for e in events[-3:]]
         every = _all(api, "/v1/disclosures", headers, rule=rule)
         assert [d["event_id"] for d in every] == [e["event_id"] for e in events]
+
+
+def _read_model_statistics(services: Services, forget: bool = False) -> int:
+    """How many planner statistics the store holds for pv_facts (after deleting them)."""
+    with services.audit.db.transaction() as cursor:
+        if cursor.dialect == "postgres":
+            where = "FROM pg_statistic WHERE starelid = 'pv_facts'::regclass"
+        else:
+            exists = cursor.fetchone("SELECT 1 AS x FROM sqlite_master WHERE name = 'sqlite_stat1'")
+            if exists is None:
+                return 0  # the first ANALYZE creates it
+            where = "FROM sqlite_stat1 WHERE tbl = 'pv_facts'"
+        if forget:
+            cursor.execute("DELETE " + where)
+        row = cursor.fetchone("SELECT COUNT(*) AS n " + where)
+    return int(row["n"]) if row else 0
+
+
+def test_the_projector_refreshes_the_planner_statistics_as_the_read_models_grow(
+    services: Services,
+) -> None:
+    from service.projector import Projector
+    from service.storage.app import Submission
+
+    services.projector.catch_up()
+    projector = Projector(services.audit, services.audit.rulebook, page_size=4, analyze_after=10)
+    tenant = "stats-" + os.urandom(4).hex()
+
+    def submit(count: int) -> None:
+        for _ in range(count):
+            fact = facts.RecordAccessed.model_validate(example("RecordAccessed"))
+            services.audit.record_facts(tenant, [Submission("counted", fact)])
+
+    _read_model_statistics(services, forget=True)
+    submit(6)  # with the registration, 7 events: fewer than analyze_after
+    projector.catch_up()
+    assert _read_model_statistics(services) == 0
+    submit(4)
+    projector.catch_up()
+    assert _read_model_statistics(services) > 0, "refreshed once 10 events were applied"
+
+    _read_model_statistics(services, forget=True)
+    projector.rebuild()
+    assert _read_model_statistics(services) > 0, "refreshed after a rebuild"
