@@ -33,7 +33,15 @@ def finding_id(tenant_id: str, subject: UUID, rule: str) -> UUID:
 def utc_text(moment: datetime) -> str:
     """A timestamp as fixed-width UTC text: it orders correctly as text (SQLite) and parses as
     a timestamp (PostgreSQL)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+    # isoformat, not strftime: strftime("%Y") does not zero-pad years before 1000 on glibc, and
+    # PostgreSQL then refuses the text (a stall on one event, for good).
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _column(text: str) -> str:
+    # PostgreSQL text cannot hold NUL; a fact stored before the API refused NUL in identifiers
+    # must still project (facts.STORED), so its clear-text columns get U+FFFD instead.
+    return text.replace("\x00", "\ufffd")
 
 
 def listed(values: list[str]) -> str:
@@ -90,7 +98,7 @@ class ReadModel:
                 "INSERT INTO pv_acks (tenant_id, finding_id, resolution, position)"
                 " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id, finding_id) DO UPDATE"
                 " SET resolution = excluded.resolution, position = excluded.position",
-                (tenant, fact.finding_id, fact.resolution.value, position),
+                (tenant, _column(fact.finding_id), fact.resolution.value, position),
             )
             return
         self.legal_history(record, event.originator_version - 1)
@@ -139,7 +147,7 @@ class ReadModel:
             (
                 event.tenant_id, position, event.originator_id, event.originator_version,
                 type(fact).__name__, fact.event_id, utc_text(fact.occurred_at),
-                fact.occurred_at.date().isoformat(), fact.actor.id, fact.actor.role.value,
+                fact.occurred_at.date().isoformat(), _column(fact.actor.id), fact.actor.role.value,
                 purpose.value if purpose else None, listed(categories),
                 int(bool(getattr(fact, "break_glass", False))), basis, recipient,
                 None if judgment.accountable is None else int(judgment.accountable),
@@ -168,7 +176,7 @@ class ReadModel:
                 continue  # crypto-shredded: nothing left to judge
             content: dict[str, Any] = json.loads(opened)
             subject = facts.FACT_TYPES_BY_NAME[content["fact"]["type"]].model_validate(
-                content["fact"]
+                content["fact"], context=facts.STORED
             )
             judgment = judge_on_record(self.rulebook, history, subject)
             cursor.execute(

@@ -23,6 +23,7 @@ from domain import merkle
 from service.integrity.fhir import audit_event
 from service.integrity.log import Checkpoint, LogEntry, TenantLog
 from service.integrity.signing import sign_note
+from service.spreadsheet import safe_row
 from service.storage.app import AuditLog
 from service.verify import FORMAT, MANIFEST_NOTE
 
@@ -204,7 +205,7 @@ def _derived(
             content, audit.open_judgment(entry.record_id, entry.version, entry.receipt)
         )
         if row is not None:
-            writer.writerow(row)
+            writer.writerow(safe_row(row))  # names and ids a spreadsheet must not evaluate
             counts["accounting_rows"] += 1
 
 

@@ -5,11 +5,20 @@ ISO 21089 ``disclose``, agents for the source (110153) and the recipient (110152
 entity and the disclosed data entity. Accesses are patient-record read/write audit events (type
 DICOM 110110, Patient Record). ``fhir.resources`` checks the structure; it does not check code
 bindings (reference/domain.md B4), so ``check_codes`` does.
+
+Every value taken from a fact goes through ``_string``, ``_uri`` or ``_date_time``, so a fact
+stored before the API's edge checks existed (``domain.facts.STORED``) still exports as valid
+FHIR: no control characters in strings, uris percent-encoded, dateTimes in UTC.
 """
 
+import re
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from fhir.resources.R4B.auditevent import AuditEvent
+
+from domain import facts
 
 __all__ = ["audit_event", "check_codes"]
 
@@ -22,9 +31,37 @@ SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 RESTFUL = "http://hl7.org/fhir/restful-interaction"
 
+POLICY_URN = "urn:disclosure-audit:legal-basis:"
+"""Prefix of ``agent.policy``: the authorization, order, demand or report a disclosure relies on,
+named by its ``legal_basis.reference_id`` (an informal URN namespace: a name, not a locator)."""
+
+_UNSAFE = re.compile(f"[{facts.NEVER_IN_TEXT}]")
+
 _ACTIONS = {"view": "R", "print": "R", "download": "R", "export": "R", "create": "C",
             "update": "U"}  # fmt: skip
 _INTERACTIONS = {"C": "create", "U": "update", "R": "read"}
+
+
+def _string(value: str) -> str:
+    """A FHIR string: what FHIR forbids (controls but tab, CR, LF) and what breaks lines or
+    display (U+2028, bidi overrides) becomes U+FFFD; the API refuses them all, so only facts
+    accepted before it did carry any."""
+    return _UNSAFE.sub("\ufffd", value) or "\ufffd"
+
+
+def _uri(reference_id: str) -> str:
+    """A valid absolute URI naming a reference id, whatever characters the id holds."""
+    return POLICY_URN + quote(reference_id, safe="")
+
+
+def _date_time(value: str) -> str:
+    """A FHIR dateTime in UTC: FHIR allows offsets up to +-14:00 only, and years from 0001.
+    A moment UTC cannot represent (year 1 or 9999 at the edge of an offset) keeps its date."""
+    moment = datetime.fromisoformat(value)
+    try:
+        return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    except OverflowError:
+        return moment.date().isoformat()
 
 
 def _coding(system: str, code: str, display: str | None = None) -> dict[str, str]:
@@ -36,7 +73,7 @@ def _coding(system: str, code: str, display: str | None = None) -> dict[str, str
 
 def _patient(record_ref: str) -> dict[str, Any]:
     return {
-        "what": {"identifier": {"value": record_ref}},
+        "what": {"identifier": {"value": _string(record_ref)}},
         "type": _coding(ENTITY_TYPE, "1", "Person"),
         "role": _coding(OBJECT_ROLE, "1", "Patient"),
     }
@@ -45,7 +82,7 @@ def _patient(record_ref: str) -> dict[str, Any]:
 def _user(actor: dict[str, str], requestor: bool) -> dict[str, Any]:
     return {
         "type": {"text": actor["role"]},
-        "who": {"identifier": {"value": actor["id"]}, "display": actor["name"]},
+        "who": {"identifier": {"value": _string(actor["id"])}, "display": _string(actor["name"])},
         "requestor": requestor,
     }
 
@@ -70,17 +107,20 @@ def audit_event(entry: dict[str, Any]) -> dict[str, Any] | None:
         "resourceType": "AuditEvent",
         "id": event["event_id"],
         "recorded": entry["recorded_at"],
-        "period": {"start": event["occurred_at"], "end": event["occurred_at"]},
+        "period": {
+            "start": _date_time(event["occurred_at"]),
+            "end": _date_time(event["occurred_at"]),
+        },
         "outcome": "0",
         "purposeOfEvent": [{"coding": [_coding(ACT_REASON, event["purpose_of_use"])]}],
         "source": {
-            "observer": {"identifier": {"value": event["source"]["system"]}},
+            "observer": {"identifier": {"value": _string(event["source"]["system"])}},
             "type": [_coding(SOURCE_TYPE, "4", "Application Server")],
         },
     }
     if kind == "DisclosureMade":
         basis = event["legal_basis"]
-        data["what"] = {"identifier": {"value": event["disclosure_id"]}}
+        data["what"] = {"identifier": {"value": _string(event["disclosure_id"])}}
         data["detail"].append({"type": "legal_basis", "valueString": basis["kind"]})
         resource |= {
             "type": _coding(DCM, "110106", "Export"),
@@ -88,12 +128,13 @@ def audit_event(entry: dict[str, Any]) -> dict[str, Any] | None:
             "action": "R",
             "agent": [
                 {"type": {"coding": [_coding(DCM, "110153", "Source Role ID")]},
-                 "who": {"identifier": {"value": event["source"]["system"]}},
+                 "who": {"identifier": {"value": _string(event["source"]["system"])}},
                  "requestor": False},
                 {"type": {"coding": [_coding(DCM, "110152", "Destination Role ID")]},
-                 "who": {"display": event["recipient"]["name"]},
+                 "who": {"display": _string(event["recipient"]["name"])},
                  "requestor": True,
-                 **({"policy": [basis["reference_id"]]} if basis.get("reference_id") else {})},
+                 **({"policy": [_uri(basis["reference_id"])]} if basis.get("reference_id")
+                    else {})},
                 _user(event["actor"], requestor=False),
             ],
             "entity": [_patient(entry["record_ref"]), data],

@@ -19,6 +19,7 @@ from projections.status import record_status
 from service.auth import Principal, Role
 from service.deps import ServicesDep, audited
 from service.schemas import ListPage, Problem
+from service.spreadsheet import safe_row
 
 __all__ = ["router"]
 
@@ -198,9 +199,11 @@ def get_accounting(
         writer = csv.writer(buffer)
         writer.writerow(ACCOUNTING_CSV)
         for i in items:
-            writer.writerow([i["date"], i["recipient"]["name"], i["recipient"]["address"] or "",
-                             i["description"], i["purpose"], i["legal_basis"],
-                             i["disclosure_id"], i["count"], i["last_date"]])  # fmt: skip
+            # Names, addresses and ids a spreadsheet must show, never evaluate (OWASP).
+            writer.writerow(safe_row([i["date"], i["recipient"]["name"],
+                                      i["recipient"]["address"] or "", i["description"],
+                                      i["purpose"], i["legal_basis"], i["disclosure_id"],
+                                      i["count"], i["last_date"]]))  # fmt: skip
         return Response(buffer.getvalue(), media_type="text/csv")
     body = ListPage(items=items, next_cursor=None)
     return Response(body.model_dump_json(), media_type="application/json")

@@ -14,6 +14,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent
 from eventsourcing.utils import resolve_topic
 
+from domain import facts
 from domain.record import ClientRecord
 from service.storage.crypto import open_state, recorded_at_of, seal_state
 from service.storage.keyring import RecordKeyring
@@ -63,7 +64,9 @@ class RecordCipherMapper(Mapper[UUID]):
         fields["originator_id"] = record
         fields["originator_version"] = version
         event_class: type[ClientRecord.Event] = resolve_topic(stored_event.topic)
-        return event_class.model_validate(fields)
+        # Stored facts skip the edge-only checks: one accepted before a check existed must
+        # still read back (facts.STORED).
+        return event_class.model_validate(fields, context=facts.STORED)
 
     @staticmethod
     def _redacted(record: UUID, version: int, topic: str, state: bytes) -> ClientRecord.Event:
