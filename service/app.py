@@ -12,7 +12,7 @@ from service.errors import install_error_handlers
 from service.health import ProjectionStatus, Readiness
 from service.logs import configure_logging
 from service.middleware import AccessLogMiddleware, BodyLimitMiddleware, RequestIdMiddleware
-from service.routes import exports, ingest, log, queries, records
+from service.routes import exports, findings, ingest, log, queries, records
 from service.settings import Settings
 from service.telemetry import instrument_app, setup_telemetry
 
@@ -64,6 +64,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(log.router)
     app.include_router(exports.router)
     app.include_router(queries.router)
+    app.include_router(findings.router)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(AccessLogMiddleware)
     # Operations: health outside /v1, request ids around the access log, a span per request.

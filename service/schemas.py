@@ -4,14 +4,28 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Union
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    create_model,
+)
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypeAliasType
 
 from domain import facts
 from domain.record import ClientRecord
+from domain.vocabulary import FindingResolution
 from service.storage.app import Receipt, StoredEvent
 
 __all__ = [
+    "INGEST_FACT_TYPES",
     "MAX_BATCH",
+    "AcknowledgementOut",
+    "AcknowledgementRequest",
     "BatchItem",
     "BatchReceipts",
     "BatchRequest",
@@ -20,6 +34,7 @@ __all__ = [
     "ExportRequest",
     "FindingOut",
     "InclusionProofOut",
+    "IngestFact",
     "ListPage",
     "Problem",
     "ReceiptOut",
@@ -87,6 +102,31 @@ class BatchReceipts(Out):
     receipts: list[ReceiptOut]
 
 
+INGEST_FACT_TYPES: tuple[type[facts.FactBase], ...] = tuple(
+    model for model in facts.FACT_TYPES if model is not facts.FindingAcknowledged
+)
+"""What a clinical system may post: every fact but FindingAcknowledged, which is the compliance
+officer's act (API.md: "the ingest role cannot post that fact"); it has its own route."""
+
+_ACK_ROUTE = "POST /v1/findings/<finding_id>/acknowledgement"
+
+
+def _no_acknowledgement(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # The discriminated union already refuses the type; this only swaps pydantic's generic
+    # "does not match any of the expected tags" for a message that says where it belongs.
+    try:
+        return handler(value)
+    except ValidationError:
+        if isinstance(value, dict) and value.get("type") == "FindingAcknowledged":
+            raise PydanticCustomError(
+                "union_tag_invalid",
+                "FindingAcknowledged is not accepted on the ingest endpoints: a compliance key "
+                f"records it with {_ACK_ROUTE}. Allowed types: "
+                + ", ".join(model.__name__ for model in INGEST_FACT_TYPES),
+            ) from None
+        raise
+
+
 def _with_record_ref(model: type[facts.FactBase]) -> type[facts.FactBase]:
     return create_model(
         f"{model.__name__}Item",
@@ -97,6 +137,7 @@ def _with_record_ref(model: type[facts.FactBase]) -> type[facts.FactBase]:
 
 
 if TYPE_CHECKING:
+    IngestFact = facts.FactBase
 
     class BatchItem(facts.FactBase):
         """A fact with the record it belongs to."""
@@ -105,9 +146,20 @@ if TYPE_CHECKING:
         record_ref: str
 
 else:
+    # An alias, not a bare Annotated: FastAPI keeps only the Field metadata of a body
+    # parameter's Annotated (it would drop the validator), but passes an alias through whole.
+    IngestFact = TypeAliasType(
+        "IngestFact",
+        Annotated[
+            Union[INGEST_FACT_TYPES],  # noqa: UP007
+            Field(discriminator="type"),
+            WrapValidator(_no_acknowledgement),
+        ],
+    )
     BatchItem = Annotated[
-        Union[tuple(_with_record_ref(m) for m in facts.FACT_TYPES)],  # noqa: UP007
+        Union[tuple(_with_record_ref(m) for m in INGEST_FACT_TYPES)],  # noqa: UP007
         Field(discriminator="type"),
+        WrapValidator(_no_acknowledgement),
     ]
 
 
@@ -209,6 +261,24 @@ class ExportOut(Out):
     events: int | None = None
     tree_size: int | None = None
     detail: str | None = None
+
+
+class AcknowledgementRequest(BaseModel):
+    """How a compliance officer closed a finding."""
+
+    model_config = ConfigDict(extra="forbid")
+    resolution: FindingResolution
+    note: facts.ShortText | None = None
+
+
+class AcknowledgementOut(Out):
+    """The stored FindingAcknowledged fact: the finding shows it once read models reach position."""
+
+    finding_id: UUID
+    resolution: FindingResolution
+    event_id: UUID = Field(description="The FindingAcknowledged fact in the record's stream.")
+    position: int = Field(description="Position in the tenant log; use it as ?min_position=.")
+    recorded_at: datetime
 
 
 class ListPage(Out):

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, Depends, Path, Response
 from domain import facts
 from service.auth import Principal, Role
 from service.deps import ServicesDep, require
-from service.schemas import BatchReceipts, BatchRequest, Problem, ReceiptOut
+from service.schemas import BatchReceipts, BatchRequest, IngestFact, Problem, ReceiptOut
 from service.storage.app import Submission
 from service.telemetry import observe_ingest
 
@@ -20,7 +20,11 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     403: {"model": Problem, "description": "The key lacks the ingest role"},
     409: {"model": Problem, "description": "event_id already used with different content"},
     413: {"model": Problem, "description": "Request body too large"},
-    422: {"model": Problem, "description": "Malformed event; nothing stored"},
+    422: {
+        "model": Problem,
+        "description": "Malformed event, or a type this endpoint does not take "
+        "(FindingAcknowledged has its own route); nothing stored",
+    },
     503: {"model": Problem, "description": "Store unavailable or contended; retry"},
 }
 
@@ -40,7 +44,7 @@ Ingestor = Annotated[Principal, Depends(require(Role.INGEST))]
 )
 def post_event(
     record_ref: Annotated[facts.RecordRef, Path(description="The clinical system's record id")],
-    fact: Annotated[facts.Fact, Body()],
+    fact: Annotated[IngestFact, Body()],
     principal: Ingestor,
     services: ServicesDep,
     response: Response,

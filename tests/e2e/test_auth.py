@@ -58,6 +58,14 @@ def _create_export(api: Api, ref: str, headers: dict[str, str]) -> httpx.Respons
 _MISSING_EXPORT = "/v1/exports/00000000-0000-4000-8000-000000000000"
 
 
+def _acknowledge(api: Api, ref: str, headers: dict[str, str]) -> httpx.Response:
+    return api.client.post(
+        "/v1/findings/00000000-0000-4000-8000-000000000000/acknowledgement",
+        json={"resolution": "remediated"},
+        headers=headers,
+    )
+
+
 def _record_get(suffix: str) -> Callable[[Api, str, dict[str, str]], httpx.Response]:
     def call(api: Api, ref: str, headers: dict[str, str]) -> httpx.Response:
         return api.client.get(f"/v1/records/{ref}{suffix}", headers=headers)
@@ -92,6 +100,7 @@ ROUTES = [
     Route("GET", "/v1/disclosures", Role.COMPLIANCE, _list("/v1/disclosures")),
     Route("GET", "/v1/findings", Role.COMPLIANCE, _list("/v1/findings")),
     Route("GET", "/v1/audit-reads", Role.COMPLIANCE, _get("/v1/audit-reads")),
+    Route("POST", "/v1/findings/{finding_id}/acknowledgement", Role.COMPLIANCE, _acknowledge),
 ]  # fmt: skip
 READS = [r for r in ROUTES if r.path.startswith("/v1/records/{record_ref}") and r.method == "GET"]
 LISTS = [r for r in ROUTES if r.call.__name__ == "call" and r.path in (

@@ -154,12 +154,11 @@ def test_acknowledging_a_finding_changes_its_status(api: Api) -> None:
     body = example("RecordAccessed", break_glass=True, purpose_of_use="BTG")
     api.client.post("/v1/records/ack/events", json=body, headers=headers)
     (finding,) = _all(api, "/v1/findings", headers, record_ref="ack", min_position=2)
-    ack = example(
-        "FindingAcknowledged", finding_id=finding["finding_id"], resolution="accepted_risk"
-    )
-    position = api.client.post("/v1/records/ack/events", json=ack, headers=headers).json()[
-        "position"
-    ]
+    position = api.client.post(
+        f"/v1/findings/{finding['finding_id']}/acknowledgement",
+        json={"resolution": "accepted_risk"},
+        headers=headers,
+    ).json()["position"]
     (acknowledged,) = _all(api, "/v1/findings", headers, record_ref="ack", min_position=position)
     assert (acknowledged["status"], acknowledged["resolution"]) == ("acknowledged", "accepted_risk")
     assert _all(api, "/v1/findings", headers, record_ref="ack", status="open") == []
