@@ -12,7 +12,7 @@ _COMMON = {
     "sqlite": {"uuid": "TEXT", "ts": "TEXT", "bytes": "BLOB", "int": "INTEGER"},
 }
 
-TABLES = ["pv_facts", "pv_findings", "pv_acks", "pv_tracking"]
+TABLES = ["pv_facts", "pv_findings", "pv_acks", "pv_held", "pv_tracking"]
 
 _DDL = [
     # One row per judged fact (accesses, disclosures, reports): filterable columns hold no PHI;
@@ -58,6 +58,10 @@ _DDL = [
     " (tenant_id, record_id, subject_position, rule)",
     "CREATE TABLE IF NOT EXISTS pv_acks (tenant_id TEXT NOT NULL, finding_id TEXT NOT NULL,"
     " resolution TEXT NOT NULL, position {int} NOT NULL, PRIMARY KEY (tenant_id, finding_id))",
+    # Events of stalled tenants (projections/held.py): tiny, and empty while all is well.
+    "CREATE TABLE IF NOT EXISTS pv_held (notification_id {int} PRIMARY KEY,"
+    " tenant_id TEXT NOT NULL, position {int} NOT NULL, reason TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS pv_held_tenant ON pv_held (tenant_id, notification_id)",
     "CREATE TABLE IF NOT EXISTS pv_tracking (projection TEXT PRIMARY KEY,"
     " notification_id {int} NOT NULL, schema_version {int} NOT NULL)",
 ]

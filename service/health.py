@@ -23,6 +23,7 @@ __all__ = [
     "ReadinessCheck",
     "check_migrations",
     "check_store",
+    "check_tenants",
     "router",
 ]
 
@@ -98,6 +99,24 @@ def check_migrations(services: Services) -> CheckResult:
     )
 
 
+def check_tenants(services: Services) -> CheckResult:
+    """Names each tenant whose read models stopped on an event they cannot project.
+
+    Still ready: this process serves every other tenant, and neither a restart nor taking it
+    out of a load balancer would help the stalled one (its event is immutable). Operators
+    alert on the ``projection.stalled.position`` gauge; tenant ids and error type names are
+    fixed words, never data.
+    """
+    try:
+        stalls = services.projector.stalls()
+    except Exception:
+        return CheckResult(ok=False, state="unknown")
+    if not stalls:
+        return CheckResult(ok=True, state="ok")
+    named = ", ".join(f"{s.tenant_id} at position {s.position} ({s.reason})" for s in stalls)
+    return CheckResult(ok=True, state="stalled: " + named)
+
+
 @dataclass
 class ProjectionsCheck:
     """Ready unless a registered projection reports itself stalled."""
@@ -130,6 +149,7 @@ class Readiness:
             "store": check_store,
             "migrations": check_migrations,
             "projections": self.projections,
+            "tenants": check_tenants,
             **self.checks,
         }
 

@@ -10,26 +10,31 @@ re-checked.
 """
 
 import logging
+import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 from uuid import UUID
 
+import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError
 from psycopg.sql import SQL, Identifier
 
 from domain import facts
 from domain.policy.rulesets import Rulebook
 from domain.record import ClientRecord
+from projections import held
 from projections.model import ReadModel
 from projections.schema import SCHEMA_VERSION, TABLES, create, drop
 from service.storage.app import AuditLog
 from service.storage.crypto import open_state, seal_state
-from service.storage.sql import as_datetime
-from service.telemetry import record_projection_lag, span
+from service.storage.sql import SqlCursor, as_datetime
+from service.telemetry import record_projection_lag, record_projection_stall, span
 
-__all__ = ["IDLE_POLL", "Projector", "StaleReadError"]
+__all__ = ["IDLE_POLL", "Projector", "StaleReadError", "TenantStalledError"]
 
 IDLE_POLL = 0.05
 # Refresh the planner's statistics of the read models once this many events were applied
@@ -37,14 +42,48 @@ IDLE_POLL = 0.05
 # table (PostgreSQL: 300 x default_statistics_target), so a refresh does not grow with the log.
 ANALYZE_AFTER = 50_000
 LISTEN_TIMEOUT = 0.5
+# How often a worker tries the held events of stalled tenants again (and once at start).
+RETRY_STALLED_SECONDS = 30.0
 NAME = "read-models"
 _TOPIC = "client-record/read-model"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _log = logging.getLogger("disclosure_audit.projector")
 
 
+# The store failing (an outage, a lock) is not the event's fault: the page is retried whole.
+_STORE_ERRORS = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    sqlite3.OperationalError,
+)
+
+
+class _ApplyError(Exception):
+    """Raised when applying an event (not the store) failed, so the page is redone guarded."""
+
+
 class StaleReadError(Exception):
     """Raised when the read models have not reached a position within the wait allowed."""
+
+
+class TenantStalledError(StaleReadError):
+    """Raised when the tenant's read models stopped at or before the position asked for."""
+
+    def __init__(self, position: int) -> None:
+        super().__init__(f"the tenant's read models are stalled at position {position}")
+        self.position = position
+
+
+@dataclass
+class _Planned:
+    """One event of a page: where it sits in the log, and the event once it mapped."""
+
+    id: int
+    tenant: str
+    position: int
+    event: Any = None
 
 
 class _History:
@@ -98,6 +137,7 @@ class Projector:
         self._rulebook = rulebook
         self.model = ReadModel(rulebook, _History(audit), self.sealer)
         self._progress = threading.Condition()
+        self._next_retry = 0.0
 
     def prepare(self) -> bool:
         """Create the tables; rebuild them if their schema version changed. True if rebuilt."""
@@ -129,7 +169,11 @@ class Projector:
         return int(row["notification_id"]) if row else 0
 
     def step(self) -> int:
-        """Apply the next page of events; returns how many were applied."""
+        """Apply the next page of events; returns how many it applied or held.
+
+        An event that cannot be projected stalls only its own tenant: it and the tenant's later
+        events are held (``projections/held.py``) and the page goes on for every other tenant.
+        """
         start = self.processed()
         notifications = self.audit.recorder.select_notifications(
             start=start + 1, limit=self._page_size
@@ -139,26 +183,53 @@ class Projector:
         last = notifications[-1].id
         with self.audit.db.transaction(commit=False) as cursor:
             rows = cursor.fetchall(
-                "SELECT notification_id, position FROM da_tenant_log"
+                "SELECT notification_id, tenant_id, position FROM da_tenant_log"
                 " WHERE notification_id > %s AND notification_id <= %s",
                 (start, last),
             )
-        positions = {int(r["notification_id"]): int(r["position"]) for r in rows}
-        events: list[tuple[Any, int]] = [
-            (self.audit.mapper.to_domain_event(n), positions[n.id]) for n in notifications
-        ]
-        # Read everything the page needs from other connections now: inside the write
-        # transaction a second connection can deadlock the SQLite pool (a writer waiting for
-        # the write lock holds the pool's queue while we would wait for it).
-        newest: dict[UUID, int] = {}
-        for event, _ in events:
-            if isinstance(event, ClientRecord.FactRecorded):
-                newest[event.originator_id] = event.originator_version
-        for record, version in newest.items():
-            self.model.legal_history(record, version)
-            self.audit.keyring.find(record)
+            known = held.stalls(cursor)
+        logged = {int(r["notification_id"]): (r["tenant_id"], int(r["position"])) for r in rows}
+        page = [_Planned(n.id, *logged[n.id]) for n in notifications]
+        failed = self._prepare_page(page, notifications, set(known))
+        try:
+            stalls = self._apply_page(start, last, page, failed, set(known), guarded=False)
+        except _ApplyError:
+            # An event failed to apply: redo the page with one savepoint per event, so only
+            # its tenant stops. Done only then, since savepoints cost a round trip each.
+            self.model = ReadModel(self._rulebook, _History(self.audit), self.sealer)
+            stalls = self._apply_page(start, last, page, failed, set(known), guarded=True)
+        if stalls is None:
+            return 0
+        for planned, reason in stalls:
+            # Type names and positions only: an error message may quote stored values.
+            _log.error(
+                "tenant %s stalled at position %d: %s; its later events wait",
+                planned.tenant, planned.position, reason,
+            )  # fmt: skip
+            record_projection_stall(NAME, planned.tenant, planned.position)
+        with self._progress:
+            self._progress.notify_all()
+        record_projection_lag(NAME, None, *self.lag(done=last))
+        self._unanalyzed += len(page)
+        if self._unanalyzed >= self._analyze_after:
+            self.analyze()
+        return len(page)
+
+    def _apply_page(
+        self,
+        start: int,
+        last: int,
+        page: list["_Planned"],
+        failed: dict[int, str],
+        known: set[str],
+        *,
+        guarded: bool,
+    ) -> list[tuple["_Planned", str]] | None:
+        """Apply (or hold) a page and move the tracking position, in one transaction; returns
+        the tenants it stalled, or None if the page was not this worker's to apply."""
+        stalls: list[tuple[_Planned, str]] = []
         with (
-            span("projection.process", {"projection.name": NAME, "events.count": len(events)}),
+            span("projection.process", {"projection.name": NAME, "events.count": len(page)}),
             self.audit.db.transaction() as cursor,
         ):
             lock = " FOR UPDATE" if cursor.dialect == "postgres" else ""
@@ -167,19 +238,143 @@ class Projector:
                 (NAME,),
             )
             if row is None or int(row["notification_id"]) != start:
-                return 0  # another worker applied this page first
-            for event, position in events:
-                self.model.apply(cursor, event, position)
+                return None  # another worker applied this page first
+            stalled = set(held.stalls(cursor))
+            if stalled != known:
+                return None  # a retry released a tenant meanwhile: plan the page again
+            for planned in page:
+                if planned.tenant in stalled:
+                    held.hold(cursor, planned.tenant, planned.id, planned.position, held.BEHIND)
+                    continue
+                reason = failed.get(planned.id)
+                if reason is None and guarded:
+                    reason = self._apply_guarded(cursor, planned)
+                elif reason is None:
+                    try:
+                        self.model.apply(cursor, planned.event, planned.position)
+                    except _STORE_ERRORS:
+                        raise
+                    except Exception as error:
+                        raise _ApplyError from error
+                if reason is not None:
+                    held.hold(cursor, planned.tenant, planned.id, planned.position, reason)
+                    stalled.add(planned.tenant)
+                    stalls.append((planned, reason))
             cursor.execute(
                 "UPDATE pv_tracking SET notification_id = %s WHERE projection = %s", (last, NAME)
             )
-        with self._progress:
-            self._progress.notify_all()
-        record_projection_lag(NAME, None, *self.lag(done=last))
-        self._unanalyzed += len(events)
-        if self._unanalyzed >= self._analyze_after:
-            self.analyze()
-        return len(events)
+        return stalls
+
+    def _prepare_page(
+        self, page: list["_Planned"], notifications: Sequence[Any], stalled: set[str]
+    ) -> dict[int, str]:
+        """Map the page's events and read what applying them needs, outside the write
+        transaction; returns the events that already failed here (notification id -> error
+        type). Inside the write transaction a second connection can deadlock the SQLite pool (a
+        writer waiting for the write lock holds the pool's queue while we would wait for it).
+        """
+        failed: dict[int, str] = {}
+        blocked = set(stalled)
+        for planned, notification in zip(page, notifications, strict=True):
+            if planned.tenant in blocked:
+                continue
+            try:
+                planned.event = self.audit.mapper.to_domain_event(notification)
+            except Exception as error:
+                failed[planned.id] = type(error).__name__
+                blocked.add(planned.tenant)
+        newest: dict[UUID, _Planned] = {}
+        first: dict[UUID, _Planned] = {}
+        for planned in page:
+            if isinstance(planned.event, ClientRecord.FactRecorded):
+                newest[planned.event.originator_id] = planned
+                first.setdefault(planned.event.originator_id, planned)
+        for record, planned in newest.items():
+            try:
+                self.model.legal_history(record, cast(Any, planned.event).originator_version)
+                self.audit.keyring.find(record)
+            except Exception as error:
+                # The record's history does not load: stop its tenant at its first event here.
+                culprit = first[record]
+                failed[culprit.id] = type(error).__name__
+        return failed
+
+    def _apply_guarded(self, cursor: SqlCursor, planned: "_Planned") -> str | None:
+        """Apply one event under a savepoint; on failure undo it and return the error type."""
+        cursor.execute("SAVEPOINT apply_event")
+        try:
+            self.model.apply(cursor, planned.event, planned.position)
+        except _STORE_ERRORS:
+            raise
+        except Exception as error:
+            cursor.execute("ROLLBACK TO SAVEPOINT apply_event")
+            cursor.execute("RELEASE SAVEPOINT apply_event")
+            # The model's record cache may hold half of this event: start it afresh.
+            self.model = ReadModel(self._rulebook, _History(self.audit), self.sealer)
+            return type(error).__name__
+        cursor.execute("RELEASE SAVEPOINT apply_event")
+        return None
+
+    def retry_stalled(self, limit: int = 200) -> int:
+        """Try the held events of every stalled tenant again, in order; returns how many were
+        applied. A tenant whose held events all apply is no longer stalled."""
+        with self.audit.db.transaction(commit=False) as cursor:
+            tenants = held.stalls(cursor)
+        applied = 0
+        for tenant in tenants:
+            applied += self._retry_tenant(tenant, limit)
+        return applied
+
+    def _retry_tenant(self, tenant: str, limit: int) -> int:
+        with self.audit.db.transaction(commit=False) as cursor:
+            waiting = held.held_for(cursor, tenant, limit)
+        page: list[_Planned] = []
+        for entry in waiting:
+            found = self.audit.recorder.select_notifications(
+                start=entry.notification_id, stop=entry.notification_id, limit=1
+            )
+            page.append(_Planned(entry.notification_id, tenant, entry.position))
+            if not found:
+                break
+            try:
+                page[-1].event = self.audit.mapper.to_domain_event(found[0])
+                if isinstance(page[-1].event, ClientRecord.FactRecorded):
+                    event = page[-1].event
+                    self.model.legal_history(event.originator_id, event.originator_version)
+                    self.audit.keyring.find(event.originator_id)
+            except Exception:
+                page[-1].event = None
+                break
+        applied: list[int] = []
+        with self.audit.db.transaction() as cursor:
+            lock = " FOR UPDATE" if cursor.dialect == "postgres" else ""
+            cursor.fetchone(
+                "SELECT notification_id FROM pv_tracking WHERE projection = %s" + lock,  # noqa: S608
+                (NAME,),
+            )
+            if held.held_for(cursor, tenant, limit) != waiting:
+                return 0  # another worker retried first
+            for planned in page:
+                reason = "NotFound" if planned.event is None else None
+                reason = reason or self._apply_guarded(cursor, planned)
+                if reason is not None:
+                    held.hold(cursor, tenant, planned.id, planned.position, reason)
+                    break
+                applied.append(planned.id)
+            held.release(cursor, applied)
+            still = held.stall_of(cursor, tenant)
+        if applied:
+            _log.warning("tenant %s: %d held events applied on retry", tenant, len(applied))
+            if still is None:
+                record_projection_stall(NAME, tenant, 0)
+            with self._progress:
+                self._progress.notify_all()
+        return len(applied)
+
+    def stalls(self) -> list[held.Stall]:
+        """The stalled tenants, each with the position and error type that stopped it."""
+        with self.audit.db.transaction(commit=False) as cursor:
+            return sorted(held.stalls(cursor).values(), key=lambda s: s.tenant_id)
 
     def analyze(self) -> None:
         """Refresh the query planner's statistics of the read-model tables.
@@ -261,7 +456,7 @@ class Projector:
             return
         while not stop.is_set():
             try:
-                if self.step() == 0:
+                if self.step() == 0 and self._retry_due() == 0:
                     self.audit.saved.wait(IDLE_POLL)
                     self.audit.saved.clear()
             except Exception:  # keep serving reads; the next loop retries the same page
@@ -278,15 +473,23 @@ class Projector:
                 with datastore.get_connection() as conn:
                     conn.execute(SQL("LISTEN {0}").format(Identifier(channel)))
                     while not stop.is_set():
-                        if self.step() == 0:
+                        if self.step() == 0 and self._retry_due() == 0:
                             for _ in conn.notifies(timeout=LISTEN_TIMEOUT, stop_after=1):
                                 pass
             except Exception:  # an outage or a failed page: wait, reconnect, retry the page
                 _log.exception("projection worker lost its connection or failed a page; retrying")
                 stop.wait(1.0)
 
+    def _retry_due(self) -> int:
+        """Retry stalled tenants when the interval has passed (and on the first idle loop)."""
+        if time.monotonic() < self._next_retry:
+            return 0
+        self._next_retry = time.monotonic() + RETRY_STALLED_SECONDS
+        return self.retry_stalled()
+
     def wait_for(self, tenant_id: str, position: int, timeout: float) -> None:
-        """Return once the read models include the tenant's ``position``; else StaleReadError."""
+        """Return once the read models include the tenant's ``position``; else StaleReadError
+        (at once when the tenant is stalled at or before it: waiting would not help)."""
         with self.audit.db.transaction(commit=False) as cursor:
             row = cursor.fetchone(
                 "SELECT notification_id FROM da_tenant_log WHERE tenant_id = %s AND position = %s",
@@ -294,6 +497,7 @@ class Projector:
             )
         if row is None:
             raise StaleReadError(f"position {position} is not in the log")
+        self._check_not_stalled(tenant_id, position)
         target = int(row["notification_id"])
         deadline = time.monotonic() + timeout
         delay = 0.002
@@ -304,3 +508,10 @@ class Projector:
             with self._progress:
                 self._progress.wait(min(delay, remaining))
             delay = min(delay * 2, 0.02)
+        self._check_not_stalled(tenant_id, position)  # it may have been held meanwhile
+
+    def _check_not_stalled(self, tenant_id: str, position: int) -> None:
+        with self.audit.db.transaction(commit=False) as cursor:
+            stalled_at = held.stall_of(cursor, tenant_id)
+        if stalled_at is not None and stalled_at <= position:
+            raise TenantStalledError(stalled_at)

@@ -43,6 +43,7 @@ __all__ = [
     "INGESTED",
     "INGEST_DURATION",
     "PROJECTION_LAG_POSITIONS",
+    "PROJECTION_STALLED_POSITION",
     "PROJECTION_LAG_SECONDS",
     "SAFE_ATTRIBUTES",
     "STORE_UNAVAILABLE",
@@ -54,6 +55,7 @@ __all__ = [
     "observe_export",
     "observe_ingest",
     "record_projection_lag",
+    "record_projection_stall",
     "safe_attributes",
     "setup_telemetry",
     "span",
@@ -144,6 +146,12 @@ PROJECTION_LAG_SECONDS = _meter.create_gauge(
     "disclosure_audit.projection.lag.seconds",
     unit="s",
     description="Age of the oldest event a projection has not processed yet.",
+)
+PROJECTION_STALLED_POSITION = _meter.create_gauge(
+    "disclosure_audit.projection.stalled.position",
+    unit="{position}",
+    description="Tenant-log position where a tenant's read models stopped on an event they "
+    "cannot project (0 once its held events applied); other tenants go on.",
 )
 EXPORT_DURATION = _meter.create_histogram(
     "disclosure_audit.export.duration",
@@ -394,6 +402,13 @@ def record_projection_lag(
         attributes["tenant.id"] = tenant_id
     PROJECTION_LAG_POSITIONS.set(positions, attributes)
     PROJECTION_LAG_SECONDS.set(seconds, attributes)
+
+
+def record_projection_stall(projection: str, tenant_id: str, position: int) -> None:
+    """Report that a tenant's read models stopped at ``position`` (0: they resumed)."""
+    PROJECTION_STALLED_POSITION.set(
+        position, {"projection.name": projection, "tenant.id": tenant_id}
+    )
 
 
 @contextmanager

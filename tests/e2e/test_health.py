@@ -12,7 +12,12 @@ from tests.conftest import Api
 
 READY = {
     "status": "ready",
-    "checks": {"store": "ok", "migrations": "ok", "projections": "ok (1 projections)"},
+    "checks": {
+        "store": "ok",
+        "migrations": "ok",
+        "projections": "ok (1 projections)",
+        "tenants": "ok",
+    },
 }
 
 
@@ -47,7 +52,12 @@ def test_readyz_fails_while_a_projection_is_stalled(api: Api) -> None:
     assert response.headers["retry-after"]
     assert response.json() == {
         "status": "not ready",
-        "checks": {"store": "ok", "migrations": "ok", "projections": "stalled: accounting"},
+        "checks": {
+            "store": "ok",
+            "migrations": "ok",
+            "projections": "stalled: accounting",
+            "tenants": "ok",
+        },
     }
 
 
@@ -71,6 +81,7 @@ def test_readyz_reports_a_missing_table_without_naming_it(api: Api) -> None:
         "store": "ok",
         "migrations": "incomplete",
         "projections": "unknown",  # its lag cannot be read without the log table
+        "tenants": "ok",
     }
     assert "da_" not in response.text
 
@@ -87,7 +98,12 @@ def test_readyz_says_unreachable_and_skips_the_rest_when_the_store_fails(
     assert response.status_code == 503
     assert response.json() == {
         "status": "not ready",
-        "checks": {"store": "unreachable", "migrations": "skipped", "projections": "skipped"},
+        "checks": {
+            "store": "unreachable",
+            "migrations": "skipped",
+            "projections": "skipped",
+            "tenants": "skipped",
+        },
     }
     assert "10.0.0.5" not in response.text
     assert api.client.get("/livez").status_code == 200, "liveness does not depend on the store"
