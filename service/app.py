@@ -4,16 +4,24 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from service import health
 from service.container import Services, build_services
 from service.errors import install_error_handlers
 from service.health import ProjectionStatus, Readiness
 from service.logs import configure_logging
-from service.middleware import AccessLogMiddleware, BodyLimitMiddleware, RequestIdMiddleware
+from service.middleware import (
+    AccessLogMiddleware,
+    BodyLimitMiddleware,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+    UrlLimitMiddleware,
+)
+from service.openapi_doc import install_openapi
 from service.routes import exports, findings, ingest, log, queries, records
 from service.settings import Settings
+from service.strict_json import strict_json_body
 from service.telemetry import instrument_app, setup_telemetry
 
 __all__ = ["create_app", "create_app_from_env"]
@@ -57,6 +65,9 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         version=API_VERSION,
         summary="Who saw what, when, under which legal basis: an audit trail for therapy records.",
         lifespan=lifespan,
+        # Every JSON-body route, present and future: 415 for another media type, 422 for a
+        # duplicated key (service/strict_json.py).
+        dependencies=[Depends(strict_json_body)],
     )
     install_error_handlers(app)
     app.include_router(ingest.router)
@@ -65,7 +76,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(exports.router)
     app.include_router(queries.router)
     app.include_router(findings.router)
+    install_openapi(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(UrlLimitMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(AccessLogMiddleware)
     # Operations: health outside /v1, request ids around the access log, a span per request.
     app.state.readiness = Readiness()

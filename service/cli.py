@@ -108,6 +108,7 @@ def serve(
     """Run the HTTP API (SQLite in DISCLOSURE_AUDIT_HOME unless a database URL is set)."""
     import uvicorn
 
+    from service.http_server import ProblemHttpToolsProtocol
     from service.logs import logging_config
 
     overrides = {"HOST": host, "PORT": port, "WORKERS": workers}
@@ -149,6 +150,7 @@ def serve(
         # SIGTERM: stop accepting, let in-flight requests finish for this long, then the
         # lifespan closes the pools. Orchestrators must wait longer before SIGKILL.
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+        http=ProblemHttpToolsProtocol,  # parser refusals as problem+json too
     )
 
 

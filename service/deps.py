@@ -10,7 +10,11 @@ from service.auth import Principal, Role
 from service.container import Services
 from service.projector import StaleReadError
 
-__all__ = ["ServicesDep", "audited", "require", "require_any"]
+__all__ = ["MAX_POSITION", "ServicesDep", "audited", "require", "require_any"]
+
+MAX_POSITION = 2**63 - 1
+"""The largest log position or tree size a query may name: positions are 64-bit integers in
+both stores, and a larger number reaching SQLite would overflow (a 500) instead of a 422."""
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer da_…`")
 
@@ -69,7 +73,12 @@ def audited(*roles: Role) -> Callable[..., Principal]:
         services: ServicesDep,
         request: Request,
         min_position: Annotated[
-            int | None, Query(ge=1, description="Answer only once the log position is applied")
+            int | None,
+            Query(
+                ge=1,
+                le=MAX_POSITION,
+                description="Answer only once the log position is applied",
+            ),
         ] = None,
     ) -> Principal:
         if min_position is not None:

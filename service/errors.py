@@ -22,9 +22,12 @@ from domain.errors import (
 from service.storage.app import WriteContentionError
 from service.telemetry import STORE_UNAVAILABLE
 
-__all__ = ["PROBLEM_JSON", "install_error_handlers", "problem"]
+__all__ = ["PROBLEM_JSON", "SECURITY_HEADERS", "install_error_handlers", "problem"]
 
 PROBLEM_JSON = "application/problem+json"
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+"""Sent with every response (service.middleware) and every problem, including the 500s that
+Starlette answers outside the middleware stack."""
 _TYPE_BASE = "https://disclosure-audit.example/problems/"
 _log = logging.getLogger("disclosure_audit.errors")
 
@@ -34,8 +37,11 @@ _TITLES = {
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
+    406: "Not acceptable",
+    408: "Request timeout",
     409: "Conflict",
     413: "Request body too large",
+    414: "URI too long",
     415: "Unsupported media type",
     422: "Validation failed",
     500: "Internal error",
@@ -60,7 +66,12 @@ def problem(
     }
     if errors is not None:
         body["errors"] = list(errors)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    return JSONResponse(
+        body,
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers={**SECURITY_HEADERS, **(headers or {})},
+    )
 
 
 def _clean_errors(raw: Sequence[Any]) -> list[dict[str, Any]]:
@@ -84,9 +95,19 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+_SLUGS = {
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    415: "unsupported-media-type",
+}
+
+
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
-    slug = {401: "unauthenticated", 403: "forbidden", 404: "not-found"}.get(exc.status_code, "http")
+    slug = _SLUGS.get(exc.status_code, "http")
     detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "Error")
     return problem(exc.status_code, slug, detail, headers=dict(exc.headers or {}))
 

@@ -1,5 +1,7 @@
-"""ASGI middleware: request body limit, request ids and a PHI-free access log."""
+"""ASGI middleware: request body and URL limits, security headers, request ids and a PHI-free
+access log."""
 
+import asyncio
 import logging
 import time
 import uuid
@@ -9,24 +11,40 @@ from opentelemetry import trace
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import problem
+from service.errors import SECURITY_HEADERS, problem
 from service.logs import REQUEST_ID, accept_request_id
 
-__all__ = ["AccessLogMiddleware", "BodyLimitMiddleware", "RequestIdMiddleware"]
+__all__ = [
+    "AccessLogMiddleware",
+    "BodyLimitMiddleware",
+    "RequestIdMiddleware",
+    "SecurityHeadersMiddleware",
+    "UrlLimitMiddleware",
+]
 
 _access = logging.getLogger("disclosure_audit.access")
 
+MAX_URL_BYTES = 8192
+"""Longest request target (path and query) the app takes; longer ones get 414. The server's own
+parser refuses targets of 64 KiB and more before the app sees them."""
 
-class _TooLargeError(Exception):
-    pass
+BODY_TIMEOUT_SECONDS = 30.0
+"""How long a request body may take to arrive, whatever its size, before 408."""
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over ``limit`` bytes with 413, whether announced or streamed."""
+    """Refuse bodies over ``limit`` bytes with 413, whether announced or streamed (chunked), and
+    bodies that take longer than ``timeout`` seconds to arrive with 408.
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    The body is read here, up to the limit, before the app runs, then replayed to it: a limit hit
+    while the app is reading would surface inside the framework's body parsing (which turns any
+    error there into a 400) instead of as a 413.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, timeout: float = BODY_TIMEOUT_SECONDS) -> None:
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -34,31 +52,100 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(scope, receive, send)
+            await self._too_large(scope, send)
             return
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLargeError
-            return message
-
         try:
-            await self.app(scope, limited, send)
-        except _TooLargeError:
-            await self._refuse(scope, receive, send)
+            async with asyncio.timeout(self.timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":  # the client went away
+                        return
+                    chunk = message.get("body", b"")
+                    seen += len(chunk)
+                    if seen > self.limit:
+                        await self._too_large(scope, send)
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            response = problem(
+                408, "body-timeout", f"The request body did not arrive within {self.timeout:g} s."
+            )
+            await response(scope, receive, send)
+            return
+        replayed = False
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:  # later calls wait for the disconnect, as the server's receive does
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
         response = problem(
             413,
             "too-large",
             f"The request body exceeds {self.limit} bytes; split a batch into smaller ones.",
         )
-        await response(scope, receive, send)
+        await response(scope, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.disconnect"}
+
+
+class UrlLimitMiddleware:
+    """Refuse request targets longer than ``limit`` bytes with 414 problem+json."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_URL_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            target = len(scope.get("raw_path") or scope["path"].encode()) + len(
+                scope.get("query_string", b"")
+            )
+            if target > self.limit:
+                response = problem(
+                    414,
+                    "uri-too-long",
+                    f"The request URL exceeds {self.limit} bytes; send fewer or shorter filters.",
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class SecurityHeadersMiddleware:
+    """Add ``X-Content-Type-Options: nosniff`` and ``Cache-Control: no-store`` to every response.
+
+    Nearly every response carries tenant data (PHI): no browser may guess its type, and no cache
+    between the caller and us may keep a copy.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, secured)
 
 
 class AccessLogMiddleware:

@@ -9,7 +9,7 @@ from fastapi.responses import PlainTextResponse
 
 from domain import merkle
 from service.auth import Principal, Role
-from service.deps import ServicesDep, audited
+from service.deps import MAX_POSITION, ServicesDep, audited
 from service.schemas import ConsistencyProofOut, InclusionProofOut, Problem
 
 __all__ = ["router"]
@@ -68,7 +68,7 @@ def get_inclusion_proof(
     principal: Auditor,
     services: ServicesDep,
     event_id: UUID,
-    tree_size: Annotated[int | None, Query(ge=1)] = None,
+    tree_size: Annotated[int | None, Query(ge=1, le=MAX_POSITION)] = None,
 ) -> InclusionProofOut:
     """Proves the event is leaf ``position - 1`` of the tree of ``tree_size`` (default: now)."""
     position = services.log.position_of(principal.tenant_id, event_id)
@@ -98,8 +98,8 @@ def get_inclusion_proof(
 def get_consistency_proof(
     principal: Auditor,
     services: ServicesDep,
-    from_size: Annotated[int, Query(ge=1)],
-    to_size: Annotated[int | None, Query(ge=1)] = None,
+    from_size: Annotated[int, Query(ge=1, le=MAX_POSITION)],
+    to_size: Annotated[int | None, Query(ge=1, le=MAX_POSITION)] = None,
 ) -> ConsistencyProofOut:
     """Proves the tree of ``from_size`` is a prefix of the tree of ``to_size`` (default: now)."""
     size = _size(services, principal.tenant_id, to_size)

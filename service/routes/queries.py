@@ -17,7 +17,7 @@ from domain.vocabulary import ActorRole, DataCategory, LegalBasisKind, PurposeOf
 from projections.queries import FactFilter, FindingFilter, accounting, fact_page, finding_page
 from projections.status import record_status
 from service.auth import Principal, Role
-from service.deps import ServicesDep, audited
+from service.deps import MAX_POSITION, ServicesDep, audited
 from service.schemas import ListPage, Problem
 from service.spreadsheet import safe_row
 
@@ -53,7 +53,7 @@ def _position(cursor: str | None) -> int:
     after = _after(cursor)
     if not after:
         return 0
-    if not after.isdigit():
+    if not after.isdigit() or int(after) > MAX_POSITION:
         raise HTTPException(400, "The cursor is not one this API returned.")
     return int(after)
 
@@ -143,7 +143,7 @@ def get_findings(
     tenant = principal.tenant_id
     after = _after(cursor) or "0:"
     position, _, rule_after = after.partition(":")
-    if not position.isdigit():
+    if not position.isdigit() or int(position) > MAX_POSITION:
         raise HTTPException(400, "The cursor is not one this API returned.")
     f = FindingFilter(
         rule=rule, severity=severity, status=status,
