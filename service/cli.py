@@ -1,19 +1,21 @@
-"""The ``disclosure-audit`` command line: serve, demo, keys, openapi."""
+"""The ``disclosure-audit`` command line: init, serve, demo, keys, export, verify, openapi."""
 
 import getpass
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
 from service.auth import TENANT_PATTERN, Principal, Role
-from service.settings import Settings
+from service.cli_store import err, fail, load_settings, open_creating, open_existing
+from service.storage.presence import store_label
 
 __all__ = ["main"]
 
@@ -27,39 +29,11 @@ app.add_typer(keys_app, name="keys")
 projections_app = typer.Typer(help="Manage the read models.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")
 out = Console()
-err = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def _fail(message: str, hint: str) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}\n[dim]{hint}[/dim]")
-    return typer.Exit(2)
-
-
-def _services(settings: Settings | None = None):  # type: ignore[no-untyped-def]
-    from pydantic import ValidationError
-
-    from domain.policy.rulesets import RulesetError
-    from service.container import build_services
-    from service.storage.crypto import MasterKeyError
-
-    try:
-        return build_services(settings or Settings())
-    except ValidationError as error:
-        raise _fail(f"invalid configuration: {error}", "See README, 'Configuration'.") from None
-    except MasterKeyError as error:
-        raise _fail(str(error), "See README, 'Operations'.") from None
-    except RulesetError as error:
-        raise _fail(
-            str(error),
-            "Fix the rule file, or unset DISCLOSURE_AUDIT_RULES_DIR to use the built-in rules.",
-        ) from None
-    except Exception as error:
-        raise _fail(
-            f"cannot open the store ({type(error).__name__})",
-            "Check DISCLOSURE_AUDIT_DATABASE_URL, or that PostgreSQL is running.",
-        ) from None
+_fail = fail
 
 
 def _load_demo(as_json: bool) -> dict[str, int | str]:
@@ -67,7 +41,9 @@ def _load_demo(as_json: bool) -> dict[str, int | str]:
     from service.storage.app import Submission
 
     submissions = list(demo_submissions())
-    services = _services()
+    services, made = open_creating(load_settings())
+    for line in made.lines:
+        err.print(line)
     created = 0
     try:
         with Progress(console=err, transient=True, disable=as_json) as progress:
@@ -80,7 +56,56 @@ def _load_demo(as_json: bool) -> dict[str, int | str]:
                 progress.advance(task)
     finally:
         services.close()
-    return {"tenant": DEMO_TENANT, "events": len(submissions), "new": created}
+    return {
+        "tenant": DEMO_TENANT,
+        "events": len(submissions),
+        "new": created,
+        "store": store_label(services.settings),
+    }
+
+
+@app.command()
+def init(as_json: JsonFlag = False) -> None:
+    """Create the store, its master key and its signing key; says what existed already."""
+    settings = load_settings()
+    services, created = open_creating(settings, force_master_key=True)
+    try:
+        vkeys = services.log.log_keys.vkeys().splitlines()
+    finally:
+        services.close()
+    master_path = settings.master_key_path.absolute()
+    key_dir = settings.log_keys_path.absolute()
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "store": store_label(settings),
+                    "store_created": created.store,
+                    "master_key_file": str(master_path),
+                    "master_key_created": created.master_key,
+                    "log_key_dir": str(key_dir),
+                    "signing_key_id": created.signing_key_id,
+                    "signing_key_created": created.signing_key,
+                    "verifier_keys": vkeys,
+                }
+            )
+        )
+        return
+    label = store_label(settings)
+    for line in created.lines:
+        out.print(line, highlight=False)
+    if not created.store:
+        out.print(f"The store {label} exists already.", highlight=False)
+    if not created.master_key:
+        out.print(f"The master key {master_path} exists already.", highlight=False)
+    if not created.signing_key:
+        out.print(
+            f"The signing key {created.signing_key_id} in {key_dir} exists already.",
+            highlight=False,
+        )
+    out.print("Verifier keys to pin:", highlight=False)
+    for line in vkeys:
+        out.print(line, soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -115,12 +140,12 @@ def serve(
     for name, value in overrides.items():
         if value is not None:
             os.environ[f"DISCLOSURE_AUDIT_{name}"] = str(value)
-    settings = Settings()
+    settings = load_settings()
     if not settings.uses_postgres and settings.workers > 1:
         err.print("[yellow]note:[/yellow] SQLite serialises writes; more workers add no speed.")
     if with_demo:
         summary = _load_demo(as_json=False)
-        services = _services(settings)
+        services = open_existing(settings)
         try:
             _, token = services.keys.create(
                 str(summary["tenant"]), {Role.INGEST, Role.COMPLIANCE, Role.REGULATOR}, "demo"
@@ -137,7 +162,12 @@ def serve(
         )
         out.print(token, soft_wrap=True, highlight=False)
     else:
-        _services(settings).close()  # fail fast, with a clear message, on a bad configuration
+        # Fail fast, with a clear message, on a bad configuration; start the store and its
+        # keys here (the one place besides init and demo allowed to), and say so.
+        services, made = open_creating(settings)
+        services.close()
+        for line in made.lines:
+            err.print(line)
     uvicorn.run(
         "service.app:create_app_from_env",
         factory=True,
@@ -166,7 +196,7 @@ def keys_create(
     """Create an API key. It is printed once, alone on the last line; only its hash is kept."""
     if not TENANT_PATTERN.match(tenant):
         raise _fail(f"invalid tenant id {tenant!r}", "Use lower-case letters, digits and '-'.")
-    services = _services()
+    services = open_existing()
     try:
         key_id, token = services.keys.create(tenant, set(role), label)
     finally:
@@ -187,7 +217,7 @@ def keys_list(
     as_json: JsonFlag = False,
 ) -> None:
     """List keys (never their secrets)."""
-    services = _services()
+    services = open_existing()
     try:
         keys = services.keys.list(tenant)
     finally:
@@ -225,7 +255,7 @@ def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="The key id shown by 'keys list'.")],
 ) -> None:
     """Revoke a key; requests with it fail with 401 from now on."""
-    services = _services()
+    services = open_existing()
     try:
         revoked = services.keys.revoke(key_id)
     finally:
@@ -241,16 +271,19 @@ def project() -> None:
     import signal
     import threading
 
-    services = _services()
+    # Handlers first: a SIGTERM while the store is being opened still ends the worker cleanly.
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    err.print(f"Projecting from notification {services.projector.processed()}; Ctrl-C stops.")
+    services = open_existing()
     try:
+        err.print(f"Projecting from notification {services.projector.processed()}; Ctrl-C stops.")
         services.projector.run(stop)
+        # Read the position before closing: after close() the pool takes no more queries.
+        stopped_at = services.projector.processed()
     finally:
         services.close()
-    err.print(f"Stopped at notification {services.projector.processed()}.")
+    err.print(f"Stopped at notification {stopped_at}.")
 
 
 @projections_app.command("rebuild")
@@ -258,7 +291,7 @@ def projections_rebuild(as_json: JsonFlag = False) -> None:
     """Drop the read models and replay the whole event log into them."""
     import time
 
-    services = _services()
+    services = open_existing()
     started = time.perf_counter()
     try:
         with Progress(console=err, transient=True, disable=as_json) as progress:
@@ -268,13 +301,25 @@ def projections_rebuild(as_json: JsonFlag = False) -> None:
                 progress.update(task, completed=done, total=target)
 
             applied = services.projector.rebuild(show)
+        done = services.projector.processed()
     finally:
         services.close()
     seconds = time.perf_counter() - started
     if as_json:
-        out.print_json(json.dumps({"events": applied, "seconds": round(seconds, 3)}))
+        summary = {
+            "events": applied,
+            "notification": done,
+            "seconds": round(seconds, 3),
+            "store": store_label(services.settings),
+        }
+        out.print_json(json.dumps(summary))
     else:
-        out.print(f"Rebuilt the read models from {applied} events in {seconds:.1f} s.")
+        # A running server's projection worker shares the replay, so this command may apply
+        # fewer events than the log holds.
+        out.print(
+            f"Rebuilt the read models from {applied} events in {seconds:.1f} s, up to "
+            f"notification {done}."
+        )
 
 
 @app.command()
@@ -287,7 +332,7 @@ def rules(
     """Validate the jurisdiction rule files and list what they define."""
     from domain.policy.rulesets import BUILTIN_RULES, Rulebook, RulesetError
 
-    source = directory or Settings().rules_dir or BUILTIN_RULES
+    source = directory or load_settings().rules_dir or BUILTIN_RULES
     try:
         book = Rulebook.load(source)
     except RulesetError as error:
@@ -319,14 +364,23 @@ def export(  # noqa: PLR0917 - typer maps each parameter to an option
     previous_checkpoint: Annotated[
         Path | None, typer.Option(help="checkpoint.txt of an earlier export, to prove continuity.")
     ] = None,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty", help="Write the bundle even when the dates and records hold no event."
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Write a signed, offline-verifiable audit bundle for a regulator."""
+    import shutil
     from datetime import date
 
     from service.integrity.export import ExportScope, write_bundle
     from service.telemetry import observe_export
 
+    if not TENANT_PATTERN.match(tenant):
+        raise _fail(f"invalid tenant id {tenant!r}", "Use lower-case letters, digits and '-'.")
     if out_dir.exists():
         raise _fail(f"{out_dir} already exists", "Choose a new directory for the bundle.")
     try:
@@ -338,8 +392,10 @@ def export(  # noqa: PLR0917 - typer maps each parameter to an option
     except ValueError:
         raise _fail("--since and --until take dates like 2026-01-31", "Fix the date.") from None
     previous = previous_checkpoint.read_text() if previous_checkpoint else None
-    services = _services()
+    services = open_existing()
+    label = store_label(services.settings)
     try:
+        _check_export_scope(services, tenant, record or [], label)
         # Exports are reads of the audit trail too: record who ran this one, and its scope.
         operator = Principal(f"cli:{getpass.getuser()}", tenant, frozenset({Role.REGULATOR}))
         services.reads.record(operator, "disclosure-audit export",
@@ -357,7 +413,16 @@ def export(  # noqa: PLR0917 - typer maps each parameter to an option
                 )  # fmt: skip
     finally:
         services.close()
+    if summary.events == 0 and not allow_empty:
+        # An empty bundle reads as "nothing was disclosed": only write one on purpose.
+        shutil.rmtree(out_dir)
+        raise _fail(
+            f"no event of tenant {tenant!r} in {label} falls in the dates and records asked for;"
+            " nothing written",
+            "Check --since, --until and --record, or pass --allow-empty to write an empty bundle.",
+        )
     result = {
+        "store": label,
         "directory": str(summary.directory),
         "events": summary.events,
         "erased": summary.erased,
@@ -373,6 +438,29 @@ def export(  # noqa: PLR0917 - typer maps each parameter to an option
         f"Verify with: disclosure-audit verify {summary.directory} --public-key "
         f"{summary.directory}/public-key.txt (better: the key pinned at onboarding)"
     )
+
+
+def _check_export_scope(services: Any, tenant: str, records: list[str], label: str) -> None:
+    """Fail before writing anything when the export could not be what the operator meant."""
+    if not services.log.log_keys.keys():
+        raise _fail(
+            f"no signing key in {services.settings.log_keys_path.absolute()}",
+            "Set DISCLOSURE_AUDIT_LOG_KEY_DIR to this store's key directory, or add a key with "
+            "'disclosure-audit log-key --rotate' (verifiers must then pin it).",
+        )
+    if services.log.size(tenant) == 0:
+        raise _fail(
+            f"tenant {tenant!r} has no events in {label}",
+            "Check the tenant id ('disclosure-audit keys list' shows the tenants with keys), "
+            "and that this is the store you meant.",
+        )
+    for number, ref in enumerate(records, start=1):
+        # By position, not by value: a record reference can identify a client.
+        if not services.audit.has_record(tenant, ref):
+            raise _fail(
+                f"--record value number {number} is not a record of tenant {tenant!r} in {label}",
+                "Check the record reference.",
+            )
 
 
 @app.command()
@@ -411,11 +499,23 @@ def log_key(
     """Show (or rotate) the checkpoint signing keys; prints the verifier keys to pin."""
     from service.integrity.signing import LogKeyring
 
-    settings = Settings()
-    ring = LogKeyring(settings.log_keys_path, settings.log_origin)
-    if rotate or not ring.keys():
+    settings = load_settings()
+    ring = LogKeyring(settings.log_keys_path, settings.log_origin, may_create=False)
+    key_dir = settings.log_keys_path.absolute()
+    if rotate:
+        # Rotation is an explicit act, but on an existing store only: never a first key for a
+        # store that is not there (another directory, a wrong DISCLOSURE_AUDIT_HOME).
+        open_existing(settings).close()
         key = ring.rotate()
         err.print(f"New signing key {key.id_hex}; older keys stay listed for verification.")
+    elif not ring.keys():
+        raise _fail(
+            f"no signing key in {key_dir}",
+            "This command never creates the first one. Run it from the directory that holds "
+            ".disclosure-audit, set DISCLOSURE_AUDIT_HOME or DISCLOSURE_AUDIT_LOG_KEY_DIR, or "
+            "start a new store with 'disclosure-audit init'.",
+        )
+    err.print(f"[dim]signing keys: {escape(str(key_dir))}[/dim]")
     sys.stdout.write(ring.vkeys())
 
 

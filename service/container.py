@@ -12,6 +12,7 @@ from service.reads import ReadLog
 from service.settings import Settings
 from service.storage.app import AuditLog
 from service.storage.crypto import MasterKey
+from service.storage.presence import StoreMissingError, find_store_problem
 
 __all__ = ["Services", "build_services"]
 
@@ -39,10 +40,20 @@ class Services:
         self.audit.close()
 
 
-def build_services(settings: Settings) -> Services:
-    """Open the store chosen by the settings (creating tables as needed)."""
+def build_services(settings: Settings, *, create: bool = True) -> Services:
+    """Open the store chosen by the settings (creating tables as needed).
+
+    With ``create=False`` nothing new is started: no store, no master key, no signing key; a
+    missing store raises StoreMissingError and a missing master key MasterKeyError. Tables a
+    newer version adds to an existing store are still created.
+    """
+    if not create:
+        problem = find_store_problem(settings)
+        if problem is not None:
+            raise StoreMissingError(problem)
     master = MasterKey.load_or_create(
-        settings.master_key_path, create=settings.create_master_key or not settings.uses_postgres
+        settings.master_key_path,
+        create=create and (settings.create_master_key or not settings.uses_postgres),
     )
     rulebook = Rulebook.load(settings.rules_dir or BUILTIN_RULES)
     audit = AuditLog(
@@ -51,7 +62,7 @@ def build_services(settings: Settings) -> Services:
     log = TenantLog(
         audit.db,
         audit.keyring,
-        LogKeyring(settings.log_keys_path, settings.log_origin),
+        LogKeyring(settings.log_keys_path, settings.log_origin, may_create=create),
         settings.log_origin,
     )
     audit.db.create_tables(EXPORT_TABLES)

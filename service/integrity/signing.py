@@ -76,9 +76,11 @@ class LogKeyring:
     ``/v1/log/public-key`` keeps listing.
     """
 
-    def __init__(self, directory: Path, name: str) -> None:
+    def __init__(self, directory: Path, name: str, *, may_create: bool = True) -> None:
         self.directory = directory
         self.name = name
+        # False for the commands that only use a store: they never start a key of their own.
+        self.may_create = may_create
 
     def keys(self) -> list[LogKey]:
         """Every key, oldest first."""
@@ -89,13 +91,14 @@ class LogKeyring:
         return found
 
     def current(self, *, create: bool) -> LogKey:
-        """The signing key, generated on first use when ``create`` is allowed."""
+        """The signing key, generated on first use when ``create`` (and the ring) allow it."""
         keys = self.keys()
         if keys:
             return keys[-1]
-        if not create:
+        if not (create and self.may_create):
             raise FileNotFoundError(
-                f"no log signing key in {self.directory}; run 'disclosure-audit log-key rotate'"
+                f"no log signing key in {self.directory}; run 'disclosure-audit init' (or "
+                "'disclosure-audit log-key --rotate' to add one to an existing store)"
             )
         return self.rotate()
 

@@ -1,16 +1,45 @@
 """The embedded SQLite backend, made durable: every commit is fsynced before we answer 201."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from eventsourcing.persistence import InfrastructureFactoryError
-from eventsourcing.sqlite import SQLiteConnection, SQLiteConnectionPool, SQLiteFactory
+from eventsourcing.sqlite import (
+    SQLiteConnection,
+    SQLiteConnectionPool,
+    SQLiteCursor,
+    SQLiteFactory,
+    SQLiteTransaction,
+)
 
 __all__ = ["DurableSQLiteFactory"]
+
+
+class _ImmediateTransaction(SQLiteTransaction):
+    def __enter__(self) -> SQLiteCursor:
+        if not self.commit:
+            return super().__enter__()
+        # A deferred transaction that reads, then writes, fails at once with "database is
+        # locked" when another process committed in between (WAL: the read snapshot is stale,
+        # and SQLite does not wait). Taking the write lock first makes it wait for the other
+        # process instead (busy timeout), as 'projections rebuild' beside 'serve' needs.
+        cursor = self.connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        return cursor
+
+
+class _ImmediateConnection(SQLiteConnection):
+    @contextmanager
+    def transaction(self, *, commit: bool) -> Iterator[SQLiteCursor]:
+        with _ImmediateTransaction(self, commit=commit) as cursor, cursor:
+            yield cursor
 
 
 class _DurableSQLitePool(SQLiteConnectionPool):
     def _create_connection(self) -> SQLiteConnection:
         connection = super()._create_connection()
+        connection.__class__ = _ImmediateConnection  # same state, writers begin IMMEDIATE
         # WAL with synchronous=FULL syncs the log at every commit: an acknowledged write
         # survives power loss, not only a process crash.
         connection.cursor().execute("PRAGMA synchronous=FULL")
@@ -18,7 +47,7 @@ class _DurableSQLitePool(SQLiteConnectionPool):
 
 
 class DurableSQLiteFactory(SQLiteFactory):
-    """The library's SQLite factory with a connection pool that sets ``synchronous=FULL``."""
+    """The library's SQLite factory: ``synchronous=FULL``, and writers take the lock first."""
 
     def __init__(self, env: Any) -> None:
         super().__init__(env)

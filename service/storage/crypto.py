@@ -61,7 +61,7 @@ class MasterKey:
             if not create:
                 raise MasterKeyError(
                     f"master key file {path} does not exist; create it with "
-                    "'disclosure-audit keys init-master' or point "
+                    "'disclosure-audit init' or point "
                     "DISCLOSURE_AUDIT_MASTER_KEY_FILE at the existing one"
                 )
             path.parent.mkdir(parents=True, exist_ok=True)
