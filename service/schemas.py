@@ -257,10 +257,16 @@ class ExportOut(Out):
     """The state of an export."""
 
     export_id: UUID
-    status: str = Field(description="pending, running, done or failed")
+    status: str = Field(
+        description="pending, running, done, failed, or expired (the bundle was deleted at the "
+        "end of the retention period; start a new export)"
+    )
     events: int | None = None
     tree_size: int | None = None
     detail: str | None = None
+    expires_at: datetime | None = Field(
+        default=None, description="When a done export's bundle will be deleted (retention)."
+    )
 
 
 class AcknowledgementRequest(BaseModel):

@@ -103,6 +103,14 @@ class Settings(BaseSettings):
         "keep it below the orchestrator's kill timeout.",
     )
 
+    export_retention_hours: float = Field(
+        default=24.0,
+        gt=0,
+        le=24 * 366,
+        description="How long an export bundle (a plaintext copy of the audit trail) stays "
+        "downloadable; then it is deleted and GET .../bundle answers 410.",
+    )
+
     @field_validator("otlp_endpoint")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -136,6 +144,11 @@ class Settings(BaseSettings):
     def log_keys_path(self) -> Path:
         """Where the checkpoint signing keys live."""
         return self.log_key_dir or self.home / "log-keys"
+
+    @property
+    def exports_path(self) -> Path:
+        """The private folder of export bundles."""
+        return self.home / "exports"
 
     @property
     def master_key_path(self) -> Path:
