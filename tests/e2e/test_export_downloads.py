@@ -1,6 +1,7 @@
 """Export bundles: safe to download at once, private on disk, and gone after their retention."""
 
 import io
+import signal
 import stat
 import tarfile
 import threading
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import httpx2 as httpx
+import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
@@ -20,6 +23,7 @@ from service.integrity.jobs import BundleStore, ExportJobs
 from service.settings import Settings
 from service.verify import verify_bundle
 from tests.conftest import Api
+from tests.e2e.server import ROOT, ServerProcess, free_port
 from tests.factories import example
 
 
@@ -174,3 +178,65 @@ def test_a_build_that_a_crash_interrupted_is_failed_and_swept(api: Api) -> None:
     failed = jobs.find(stuck, api.tenant)
     assert failed is not None
     assert (failed.status, failed.detail) == ("failed", "interrupted")
+
+
+@pytest.mark.slow
+def test_a_served_app_gives_concurrent_downloads_one_bundle_then_deletes_it(
+    settings: Settings,
+) -> None:
+    # The real server, two worker processes: the build and each download may land on either.
+    env = {
+        "DISCLOSURE_AUDIT_HOME": str(settings.home),
+        "DISCLOSURE_AUDIT_MASTER_KEY_FILE": str(settings.master_key_path),
+        "DISCLOSURE_AUDIT_EXPORT_RETENTION_HOURS": str(10 / 3600),
+    }
+    if settings.database_url:
+        env["DISCLOSURE_AUDIT_DATABASE_URL"] = settings.database_url
+    services = build_services(settings)
+    tenant = f"t-{uuid4().hex[:12]}"
+    _, token = services.keys.create(tenant, {Role.INGEST, Role.REGULATOR})
+    services.close()
+    headers = {"Authorization": f"Bearer {token}"}
+    port = free_port()
+    server = ServerProcess(
+        [str(ROOT / ".venv/bin/disclosure-audit"), "serve", "--port", str(port), "--workers", "2"],
+        env,
+        port,
+    )
+    try:
+        server.wait_ready()
+        with httpx.Client(base_url=server.base, headers=headers, timeout=30) as http:
+            for _ in range(3):
+                posted = http.post("/v1/records/rec-srv/events", json=example("RecordAccessed"))
+                assert posted.status_code == 201, posted.text
+            export_id = http.post("/v1/exports", json={}).json()["export_id"]
+            deadline = time.monotonic() + 30
+            while http.get(f"/v1/exports/{export_id}").json()["status"] != "done":
+                assert time.monotonic() < deadline, "the export never finished"
+                time.sleep(0.1)
+        start = threading.Barrier(6)
+
+        def download(_: int) -> tuple[int, bytes]:
+            with httpx.Client(base_url=server.base, headers=headers, timeout=30) as own:
+                start.wait()
+                response = own.get(f"/v1/exports/{export_id}/bundle")
+                return response.status_code, response.content
+
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(download, range(6)))
+        assert [status for status, _ in results] == [200] * 6
+        assert len({content for _, content in results}) == 1
+        with tarfile.open(fileobj=io.BytesIO(results[0][1])) as archive:
+            names = archive.getnames()
+        assert f"export-{export_id}/events.ndjson" in names
+
+        # No request asks: the janitor of a worker deletes the bundle once its 10 s are over.
+        archive_path = settings.home / "exports" / f"{export_id}.tar.gz"
+        deadline = time.monotonic() + 60
+        while archive_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not archive_path.exists()
+        gone = httpx.get(f"{server.base}/v1/exports/{export_id}/bundle", headers=headers)
+        assert gone.status_code == 410
+    finally:
+        server.kill(signal.SIGTERM)
