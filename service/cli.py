@@ -391,7 +391,10 @@ def export(  # noqa: PLR0917 - typer maps each parameter to an option
         )
     except ValueError:
         raise _fail("--since and --until take dates like 2026-01-31", "Fix the date.") from None
-    previous = previous_checkpoint.read_text() if previous_checkpoint else None
+    try:
+        previous = previous_checkpoint.read_text() if previous_checkpoint else None
+    except OSError as error:
+        raise _fail(f"cannot read {error.filename}", "Check --previous-checkpoint.") from None
     services = open_existing()
     label = store_label(services.settings)
     try:

@@ -157,7 +157,35 @@ def test_commands_that_use_a_store_refuse_a_missing_one_and_create_nothing(place
     assert place.files() == {"elsewhere"}
 
 
+def test_an_unreachable_postgresql_is_named_without_its_password(tmp_path: Path) -> None:
+    port = free_port()  # nobody listens there
+    place = Place(
+        "postgres",
+        {
+            "DISCLOSURE_AUDIT_DATABASE_URL": f"postgresql://audit:{PASSWORD}@127.0.0.1:{port}/x",
+            "DISCLOSURE_AUDIT_MASTER_KEY_FILE": str(tmp_path / "keys" / "master.key"),
+        },
+        tmp_path,
+        tmp_path,
+        f"PostgreSQL 127.0.0.1:{port}/x",
+    )
+    for args in (["keys", "list"], ["init"]):
+        done = place.run(*args)
+        assert done.returncode == 2, args
+        assert f"cannot connect to {place.label}" in done.stderr, done.stderr
+        assert "DISCLOSURE_AUDIT_DATABASE_URL" in done.stderr
+        assert place.files() == set(), args
+
+
 def test_init_creates_the_store_and_its_keys_once_and_says_so(place: Place) -> None:
+    if place.store == "postgres":
+        # Production settings: 'serve' would stop on the missing key; 'init' is the explicit
+        # act that creates it for a new store.
+        place.env["DISCLOSURE_AUDIT_CREATE_MASTER_KEY"] = "false"
+        refused = place.run("serve")
+        assert refused.returncode == 2
+        assert "does not exist; create it with 'disclosure-audit init'" in refused.stderr
+        assert place.tables() == set()
     first = place.run("init", "--json")
     assert first.returncode == 0, first.stderr
     made = json.loads(first.stdout)
