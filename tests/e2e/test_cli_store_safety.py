@@ -76,13 +76,11 @@ class Place:
             if not path.exists():
                 return set()
             with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
-                rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-                return {str(r[0]) for r in rows}
-        with psycopg.connect(self.database_url) as conn:
-            rows = conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-            ).fetchall()
-            return {str(r[0]) for r in rows}
+                query = "SELECT name FROM sqlite_master WHERE type = 'table'"
+                return {str(r[0]) for r in conn.execute(query).fetchall()}
+        with psycopg.connect(self.database_url) as pg:
+            query = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            return {str(r[0]) for r in pg.execute(query).fetchall()}
 
     def settings(self) -> Settings:
         """The same settings, for seeding the store in-process."""
