@@ -391,6 +391,9 @@ class Recipient(Frozen):
     name: Name
     kind: RecipientKind
     address: ShortText | None = None
+    identifier: Identifier | None = None
+    """An id for the recipient (NPI, bar number, agency code); when both sides give one, it decides
+    whether two recipients are the same party."""
 
 
 class AuthorizationGranted(DateRanged):
@@ -461,6 +464,8 @@ class OrderRecipient(Frozen):
 
     name: Name
     kind: RecipientKind
+    identifier: Identifier | None = None
+    """As on Recipient: when both sides give one, it decides the match."""
 
 
 class CourtOrderIssued(DateRanged):
@@ -475,6 +480,10 @@ class CourtOrderIssued(DateRanged):
     ground: ShortText | None = None
     categories: Categories
     recipients: Annotated[list[OrderRecipient], Field(max_length=50)]
+    part2_findings: Flag | None = None
+    """True if the order was issued under 42 CFR Part 2 Subpart E with the 2.64(d) findings (good
+    cause: other ways unavailable or ineffective, public interest outweighs the injury); only such
+    an order lets Part 2 records go."""
 
 
 class DemandAnswered(FactBase):
