@@ -35,7 +35,13 @@ def utc_text(moment: datetime) -> str:
     a timestamp (PostgreSQL)."""
     # isoformat, not strftime: strftime("%Y") does not zero-pad years before 1000 on glibc, and
     # PostgreSQL then refuses the text (a stall on one event, for good).
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:  # year 1 east of UTC or 9999 west of it, stored before the API's
+        # year range existed: the nearest moment UTC can hold keeps the order
+        edge = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+        utc = edge[0] if moment.year == 1 else edge[1]
+    return utc.isoformat(timespec="microseconds")
 
 
 def _column(text: str) -> str:
