@@ -174,6 +174,9 @@ def test_the_ingest_endpoints_refuse_finding_acknowledged_naming_the_route(api: 
         assert error["loc"] == loc
         assert "/v1/findings/<finding_id>/acknowledgement" in error["msg"]
         assert "RecordAccessed" in error["msg"]  # the allowed types are named
+    # The row of issue 10: an EHR integration's ingest-only key got 201 and silenced findings.
+    ingest_only = api.client.post("/v1/records/ack-5/events", json=ack, headers=api.key())
+    assert ingest_only.status_code == 422
     assert len(api.services.audit.read_record(api.tenant, "ack-5")) == 2  # nothing stored
     listed = api.client.get(
         "/v1/findings", params={"record_ref": "ack-5"}, headers=everything
