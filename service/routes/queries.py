@@ -4,7 +4,7 @@ import base64
 import binascii
 import csv
 import io
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query
@@ -83,8 +83,8 @@ def get_access_log(
     category: DataCategory | None = None,
     purpose_of_use: PurposeOfUse | None = None,
     break_glass: bool | None = None,
-    since: date | None = None,
-    until: date | None = None,
+    since: facts.Day | None = None,
+    until: facts.Day | None = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> ListPage:
@@ -110,8 +110,8 @@ def get_disclosures(
     category: DataCategory | None = None,
     rule: Annotated[str | None, Query(pattern=r"^[A-Z]{2}-\d$")] = None,
     accountable: bool | None = None,
-    since: date | None = None,
-    until: date | None = None,
+    since: facts.Day | None = None,
+    until: facts.Day | None = None,
     limit: Limit = 100,
     cursor: Cursor = None,
 ) -> ListPage:
@@ -160,7 +160,7 @@ def get_record_status(
     principal: Reader,
     services: ServicesDep,
     record_ref: Annotated[facts.RecordRef, Path()],
-    as_of: datetime | None = None,
+    as_of: facts.Timestamp | None = None,
 ) -> dict[str, Any]:
     """Authorizations, privilege per demand, open demands and holds, as they stood."""
     stored = services.audit.read_record(principal.tenant_id, record_ref)
@@ -181,8 +181,8 @@ def get_accounting(
     principal: Reader,
     services: ServicesDep,
     record_ref: Annotated[facts.RecordRef, Path()],
-    since: date | None = None,
-    until: date | None = None,
+    since: facts.Day | None = None,
+    until: facts.Day | None = None,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Accountable disclosures of the last six years (or ``since``..``until``)."""

@@ -295,3 +295,23 @@ def test_a_request_the_parser_cannot_read_is_a_400_problem(server: ServerProcess
     assert status == 400
     assert headers["content-type"] == "application/problem+json"
     assert json.loads(body)["type"].endswith("/malformed-request")
+
+
+@sqlite_only
+@pytest.mark.parametrize(
+    "query",
+    [
+        "/v1/access-log?until=0",
+        "/v1/disclosures?since=1767607200",
+        "/v1/disclosures?since=2026-W01-1",
+        "/v1/records/edge-1/accounting?until=20260101",
+        "/v1/records/edge-1?as_of=0.5",
+        "/v1/records/edge-1?as_of=1767607200",
+        "/v1/records/edge-1?as_of=2026-01-01T00:00:00",
+    ],
+)
+def test_query_dates_are_written_dates_not_numbers(api: Api, query: str) -> None:
+    _post(api, json.dumps(example("RecordAccessed")), "application/json")
+    problem = _is_problem(api.client.get(query, headers=api.key(Role.COMPLIANCE)), 422)
+    name = query.split("?")[1].split("=", maxsplit=1)[0]
+    assert problem["errors"][0]["loc"] == ["query", name]
