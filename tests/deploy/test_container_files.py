@@ -65,7 +65,7 @@ def test_the_stack_runs_postgres_the_api_the_worker_and_a_collector(
     compose: dict[str, Any],
 ) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "api", "projector", "otel-collector"}
+    assert set(services) == {"postgres", "api", "projector", "otel-collector", "proxy"}
     api, worker = services["api"], services["projector"]
     workers = int(api["command"][api["command"].index("--workers") + 1])
     assert workers >= 2, "the API runs several worker processes"
