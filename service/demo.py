@@ -1,7 +1,8 @@
 """Demo data: the scenarios of PRODUCT.md section 7, posted through the ingest code path.
 
 Event ids are derived from the scenario, so loading the demo twice stores everything once.
-Names, courts and agencies are invented.
+Names, courts and agencies are invented. Bodies are minimal, as a clinical system would send
+them: no optional block is added only to make a disclosure look compliant.
 """
 
 from collections.abc import Iterator
@@ -74,7 +75,6 @@ def _privilege() -> _Scenario:
         method="secure_portal",
         legal_basis={"kind": "treatment"},
         purpose_of_use="TREAT",
-        minimum_necessary={"mode": "exempt"},
     )
     s.add(
         "LegalDemandReceived",
@@ -112,8 +112,6 @@ def _privilege() -> _Scenario:
         pierces_privilege=True,
         ground="best interests of the child (c.233 s.20B(e))",
         categories=["appointments", "diagnosis"],
-        records_from="2025-06-01",
-        records_until="2026-03-31",
         recipients=[{"name": "Suffolk Probate and Family Court", "kind": "court"}],
     )
     s.add(
@@ -127,12 +125,9 @@ def _privilege() -> _Scenario:
             "address": "24 New Chardon St, Boston MA",
         },
         categories=["appointments", "diagnosis"],
-        records_from="2025-06-01",
-        records_until="2026-03-31",
         method="court_filing",
         legal_basis={"kind": "court_order", "reference_id": "ord-jr-1"},
         purpose_of_use="HLEGAL",
-        minimum_necessary={"mode": "individual_review", "reviewer": "J. Okafor"},
     )
     s.add(
         "DisclosureMade",
@@ -141,12 +136,9 @@ def _privilege() -> _Scenario:
         disclosure_id="dis-jr-3",
         recipient={"name": "Suffolk Probate and Family Court", "kind": "court"},
         categories=["appointments", "diagnosis", "progress_notes", "psychotherapy_notes"],
-        records_from="2025-06-01",
-        records_until="2026-03-31",
         method="court_filing",
         legal_basis={"kind": "court_order", "reference_id": "ord-jr-1"},
         purpose_of_use="HLEGAL",
-        minimum_necessary={"mode": "individual_review", "reviewer": "J. Okafor"},
     )
     return s
 
@@ -177,7 +169,6 @@ def _client_release() -> _Scenario:
         method="secure_portal",
         legal_basis={"kind": "client_authorization", "reference_id": "auth-cr-1"},
         purpose_of_use="HLEGAL",
-        minimum_necessary={"mode": "exempt"},
     )
     s.add(
         "DisclosureMade",
@@ -189,7 +180,6 @@ def _client_release() -> _Scenario:
         method="secure_portal",
         legal_basis={"kind": "client_authorization", "reference_id": "auth-cr-1"},
         purpose_of_use="HLEGAL",
-        minimum_necessary={"mode": "exempt"},
     )
     return s
 
@@ -232,7 +222,6 @@ def _mandated_report() -> _Scenario:
             method="secure_portal",
             legal_basis={"kind": "mandated_report", "reference_id": f"rep-mr-{n}"},
             purpose_of_use="PUBHLTH",
-            minimum_necessary={"mode": "protocol"},
         )
     return s
 
@@ -269,7 +258,6 @@ def _duty_to_warn() -> _Scenario:
             method="phone",
             legal_basis={"kind": "duty_to_warn", "reference_id": "warn-dw-1"},
             purpose_of_use="THREAT",
-            minimum_necessary={"mode": "individual_review", "reviewer": "Dr. A. Rivera"},
         )
     return s
 
@@ -299,7 +287,6 @@ def _revoked() -> _Scenario:
         method="mail",
         legal_basis={"kind": "client_authorization", "reference_id": "auth-cv-1"},
         purpose_of_use="COVAUTH",
-        minimum_necessary={"mode": "exempt"},
     )
     s.add(
         "AuthorizationRevoked",
@@ -318,7 +305,6 @@ def _revoked() -> _Scenario:
         method="mail",
         legal_basis={"kind": "client_authorization", "reference_id": "auth-cv-1"},
         purpose_of_use="COVAUTH",
-        minimum_necessary={"mode": "exempt"},
     )
     return s
 
@@ -348,7 +334,6 @@ def _minor() -> _Scenario:
         method="in_person",
         legal_basis={"kind": "client_authorization", "reference_id": "auth-mi-1"},
         purpose_of_use="FAMRQT",
-        minimum_necessary={"mode": "exempt"},
     )
     return s
 
@@ -385,7 +370,6 @@ def _couple() -> _Scenario:
         method="mail",
         legal_basis={"kind": "client_authorization", "reference_id": "auth-fa-1"},
         purpose_of_use="HLEGAL",
-        minimum_necessary={"mode": "exempt"},
     )
     return s
 

@@ -11,9 +11,17 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from domain.vocabulary import DataCategory, LegalBasisKind, RecipientKind, ReportKind
+from domain.vocabulary import (
+    AuthorizationKind,
+    DataCategory,
+    DemandKind,
+    LegalBasisKind,
+    NotifiedPartyKind,
+    RecipientKind,
+    ReportKind,
+)
 
 __all__ = ["BUILTIN_RULES", "Cited", "RuleMeta", "Rulebook", "Ruleset", "RulesetError"]
 
@@ -63,14 +71,49 @@ class _Accounting(_BasisList):
     lookback_years: Cited[int]
 
 
+INSTRUMENTS = frozenset(
+    {"authorization", "order", "demand", "report", "warning"}
+    | {f"authorization:{k.value}" for k in AuthorizationKind}
+    | {f"demand:{k.value}" for k in DemandKind}
+)
+"""What a basis can rely on: a family of facts, optionally narrowed to one kind."""
+
+
+class _Basis(_Strict):
+    """What one legal basis needs: who can plausibly receive under it, and on what instrument."""
+
+    recipients: Cited[list[RecipientKind | Literal["any"]]]
+    instruments: Cited[list[str]]
+
+    @field_validator("instruments")
+    @classmethod
+    def _known_instruments(cls, value: Cited[list[str]]) -> Cited[list[str]]:
+        unknown = sorted(set(value.value) - INSTRUMENTS)
+        if unknown:
+            raise ValueError(f"unknown instruments {unknown}; known: {sorted(INSTRUMENTS)}")
+        return value
+
+    def admits(self, kind: RecipientKind) -> bool:
+        """True if a recipient of this kind can plausibly receive under the basis."""
+        return "any" in self.recipients.value or kind in self.recipients.value
+
+
+class _Authorizations(_Strict):
+    oral_revocation_effective: Cited[bool]
+
+
+Hours = int | Literal["immediately"]
+
+
 class _ReportRules(_Strict):
-    oral_within_hours: Cited[int] | None = None
-    written_within_hours: Cited[int] | None = None
+    oral_within_hours: Cited[Hours] | None = None
+    written_within_hours: Cited[Hours] | None = None
     allowed_categories: Cited[list[DataCategory]] | None = None
 
 
 class _MandatedReport(_Strict):
     allowed_categories: Cited[list[DataCategory]]
+    immediately_hours: Cited[int]
     child_abuse: _ReportRules | None = None
     elder_abuse: _ReportRules | None = None
     disabled_person_abuse: _ReportRules | None = None
@@ -85,11 +128,11 @@ class _DutyToWarn(_Strict):
     permitted_recipients: Cited[list[RecipientKind]]
     allowed_categories: Cited[list[DataCategory]]
     standard: Cited[str]
+    must_notify: Cited[list[NotifiedPartyKind]] | None = None
 
 
 class _Privilege(_Strict):
     statute: Cited[str]
-    exceptions: Cited[list[str]]
 
 
 class _Minors(_Strict):
@@ -97,24 +140,29 @@ class _Minors(_Strict):
     minor_consent_age: Cited[int] | None = None
 
 
-class _Retention(_Strict):
-    audit_documentation_years: Cited[int]
-    record_years: Cited[int] | None = None
-
-
 class Ruleset(_Strict):
     """One jurisdiction's rules, merged over the baseline it extends."""
 
     ruleset: _Header
     rules: dict[str, RuleMeta]
+    bases: dict[LegalBasisKind, _Basis]
+    authorizations: _Authorizations
     psychotherapy_notes: _BasisList
     minimum_necessary: _BasisList
+    part2: _BasisList
     accounting: _Accounting
     mandated_report: _MandatedReport
     duty_to_warn: _DutyToWarn
     privilege: _Privilege
     minors: _Minors
-    retention: _Retention
+
+    @field_validator("bases")
+    @classmethod
+    def _every_basis(cls, value: dict[LegalBasisKind, _Basis]) -> dict[LegalBasisKind, _Basis]:
+        missing = sorted(k.value for k in LegalBasisKind if k not in value)
+        if missing:
+            raise ValueError(f"no profile for the legal bases {missing}")
+        return value
 
     @property
     def label(self) -> str:
@@ -150,8 +198,8 @@ def _depth(raw: dict[str, tuple[Path, dict[str, Any]]], ident: str) -> int:
 
 
 REQUIRED_RULES = frozenset(
-    {"PN-1", "AU-1", "AU-2", "LG-1", "LG-3", "LG-4", "LG-5", "MN-1", "MN-2", "MR-1", "DW-1",
-     "AC-2", "MI-1", "FA-1", "RF-1"}
+    {"PN-1", "AU-1", "AU-2", "AU-3", "AU-4", "LG-1", "LG-3", "LG-4", "LG-5", "MN-1", "MN-2",
+     "MR-1", "DW-1", "DW-2", "AC-2", "MI-1", "FA-1", "RF-1", "BA-1", "BA-2", "SC-1"}
 )  # fmt: skip
 
 

@@ -5,14 +5,24 @@ recorded late still counts from the moment it happened. Ties are broken by event
 state never depends on the order of the history given.
 """
 
+import unicodedata
 from collections.abc import Iterable
 from datetime import date, datetime
+from typing import Protocol
 from uuid import UUID
 
 from domain import facts
 from domain.vocabulary import DataCategory
 
-__all__ = ["LEGAL_FACTS", "RecordState", "covers_dates", "same_party"]
+__all__ = [
+    "LEGAL_FACTS",
+    "Instrument",
+    "RecordState",
+    "covers_dates",
+    "opened_as_of",
+    "party_key",
+    "same_party",
+]
 
 LEGAL_FACTS: tuple[type[facts.FactBase], ...] = (
     facts.RecordOpened,
@@ -27,10 +37,67 @@ LEGAL_FACTS: tuple[type[facts.FactBase], ...] = (
 )
 """The facts other facts are judged against; accesses and disclosures are judged, not used."""
 
+Instrument = (
+    facts.AuthorizationGranted
+    | facts.CourtOrderIssued
+    | facts.LegalDemandReceived
+    | facts.MandatedReportFiled
+    | facts.DutyToWarnExercised
+)
+"""What a disclosure can rely on."""
 
-def same_party(left: str, right: str) -> bool:
-    """Names match ignoring case and surrounding or repeated spaces."""
-    return " ".join(left.casefold().split()) == " ".join(right.casefold().split())
+
+def _key(fact: facts.FactBase) -> tuple[datetime, str]:
+    return fact.occurred_at, str(fact.event_id)
+
+
+def opened_as_of(history: Iterable[facts.FactBase], at: datetime) -> facts.RecordOpened | None:
+    """The record's RecordOpened in force at ``at``: the latest at or before it, else the first.
+
+    A later RecordOpened (the client moved) applies from its own ``occurred_at`` on; it does not
+    re-judge the past. A fact dated before any RecordOpened takes the first one.
+    """
+    opened = sorted((f for f in history if isinstance(f, facts.RecordOpened)), key=_key)
+    before = [f for f in opened if f.occurred_at <= at]
+    if before:
+        return before[-1]
+    return opened[0] if opened else None
+
+
+LEGAL_FORMS = frozenset(
+    {"llp", "llc", "lllp", "pllc", "inc", "incorporated", "pc", "pa", "plc", "ltd", "limited",
+     "corp", "corporation", "co", "lp", "psc", "sc", "apc", "gmbh"}
+)  # fmt: skip
+"""Legal-form suffixes that do not tell two organisations apart ("Morgan & Lee LLP")."""
+
+
+def party_key(name: str) -> str:
+    """A name reduced to what identifies the party: case, punctuation, "&"/"and" and a trailing
+    legal-form suffix do not count ("Morgan & Lee LLP" and "morgan and lee, L.L.P." match)."""
+    text = unicodedata.normalize("NFKC", name).casefold().replace("&", " and ")
+    # Dots and apostrophes join what they separate ("L.L.P." is "llp", "O'Brien" is "obrien");
+    # every other non-alphanumeric character separates words.
+    text = "".join("" if ch in ".'\u2019" else ch if ch.isalnum() else " " for ch in text)
+    words = text.split()
+    while len(words) > 1 and words[-1] in LEGAL_FORMS:
+        words.pop()
+    if len(words) > 1 and words[0] == "the":
+        words.pop(0)
+    return " ".join(words)
+
+
+class _Party(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+def same_party(left: _Party, right: _Party) -> bool:
+    """Two recipients are one party if their identifiers match (when both give one), or else if
+    their names match once normalised (``party_key``)."""
+    ours, theirs = getattr(left, "identifier", None), getattr(right, "identifier", None)
+    if isinstance(ours, str) and isinstance(theirs, str):
+        return ours.casefold() == theirs.casefold()
+    return party_key(left.name) == party_key(right.name)
 
 
 def covers_dates(
@@ -50,25 +117,35 @@ class RecordState:
         # rebuild over long histories fast.
         ordered = sorted(
             (f for f in history if isinstance(f, LEGAL_FACTS) and f.event_id != exclude),
-            key=lambda f: (f.occurred_at, str(f.event_id)),
+            key=_key,
         )
         self.at = at
         self._all = ordered
         known = [f for f in ordered if f.occurred_at <= at]
-        opened = [f for f in ordered if isinstance(f, facts.RecordOpened)]
-        self.opened: facts.RecordOpened | None = opened[-1] if opened else None
+        self.opened = opened_as_of(ordered, at)
         self.authorizations = {
             f.authorization_id: f for f in known if isinstance(f, facts.AuthorizationGranted)
         }
-        self.revocations = {
-            f.authorization_id: f for f in known if isinstance(f, facts.AuthorizationRevoked)
-        }
+        self._revocations: dict[str, list[facts.AuthorizationRevoked]] = {}
+        for f in known:
+            if isinstance(f, facts.AuthorizationRevoked):
+                self._revocations.setdefault(f.authorization_id, []).append(f)
         self.demands = {f.demand_id: f for f in known if isinstance(f, facts.LegalDemandReceived)}
         self.orders = {f.order_id: f for f in known if isinstance(f, facts.CourtOrderIssued)}
         self.reports = {f.report_id: f for f in known if isinstance(f, facts.MandatedReportFiled)}
         self.warnings = {f.warning_id: f for f in known if isinstance(f, facts.DutyToWarnExercised)}
         self.assertions = [f for f in known if isinstance(f, facts.PrivilegeAsserted)]
         self.waivers = [f for f in known if isinstance(f, facts.PrivilegeWaived)]
+
+    def instruments(self) -> list[Instrument]:
+        """Every authorization, order, demand, report and warning on the record at ``at``."""
+        return [
+            *self.authorizations.values(),
+            *self.orders.values(),
+            *self.demands.values(),
+            *self.reports.values(),
+            *self.warnings.values(),
+        ]
 
     def find(self, kind: str, ident: str) -> facts.FactBase | None:
         """The authorization, order, demand, report or warning with this id, as of ``at``."""
@@ -104,19 +181,45 @@ class RecordState:
             for f in self._all
         )  # fmt: skip
 
-    def lapse(self, auth: facts.AuthorizationGranted) -> facts.FactBase | str | None:
-        """Why an authorization no longer held at ``at``: its revocation, 'expired', or None."""
-        revoked = self.revocations.get(auth.authorization_id)
-        # A revocation dated before this grant revoked an earlier grant under the same id.
-        if revoked is not None and revoked.occurred_at >= auth.occurred_at:
-            return revoked
+    def revocations_of(self, auth: facts.AuthorizationGranted) -> list[facts.AuthorizationRevoked]:
+        """Revocations of this grant up to ``at``, earliest first.
+
+        A revocation dated before the grant revoked an earlier grant under the same id.
+        """
+        return [
+            r
+            for r in self._revocations.get(auth.authorization_id, [])
+            if r.occurred_at >= auth.occurred_at
+        ]
+
+    def lapse(
+        self, auth: facts.AuthorizationGranted, *, oral_revocation_effective: bool = False
+    ) -> facts.AuthorizationRevoked | str | None:
+        """Why an authorization no longer held at ``at``: its revocation, 'expired', or None.
+
+        Only a written revocation ends it, unless the rule set says an oral one does too.
+        """
+        for revoked in self.revocations_of(auth):
+            if revoked.in_writing or oral_revocation_effective:
+                return revoked
         if auth.expires_at is not None and auth.expires_at <= self.at:
             return "expired"
         return None
 
-    def active_authorizations(self) -> list[facts.AuthorizationGranted]:
-        """Authorizations granted, not revoked and not expired at ``at``."""
-        return [a for a in self.authorizations.values() if self.lapse(a) is None]
+    def active_authorizations(
+        self, *, oral_revocation_effective: bool = False
+    ) -> list[facts.AuthorizationGranted]:
+        """Written authorizations granted, not revoked and not expired at ``at``.
+
+        An oral authorization is not valid (45 CFR 164.508(b)(1), (c)(1)(vi)), so it never
+        counts as one in force.
+        """
+        return [
+            a
+            for a in self.authorizations.values()
+            if a.in_writing
+            and self.lapse(a, oral_revocation_effective=oral_revocation_effective) is None
+        ]
 
     def privilege_asserted(self, demand_id: str) -> facts.PrivilegeAsserted | None:
         """The assertion of privilege against a demand, if any."""

@@ -19,7 +19,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     "mr-3310": {
         "rep-mr-1": set(), "dis-mr-1": set(),
         "rep-mr-2": {"MR-1"}, "dis-mr-2": set(),
-        "rep-mr-3": set(), "dis-mr-3": {"MN-2"},
+        "rep-mr-3": {"MN-2"}, "dis-mr-3": set(),
     },
     "dw-0912": {"dis-dw-1": set(), "dis-dw-2": set(), "dis-dw-3": {"DW-1"}},
     "cv-5520": {"dis-cv-1": set(), "dis-cv-2": {"AU-1"}},
@@ -27,7 +27,8 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
     "fa-4402": {"dis-fa-1": {"FA-1"}},
     "bg-6630": {"access-0": {"AC-2"}, "access-1": set()},
 }  # fmt: skip
-"""Rules expected on each disclosure, report and access of each scenario."""
+"""Rules expected on each disclosure, report and access of each scenario. A report carrying
+psychotherapy notes is itself the MN-2; the disclosure that repeats it adds nothing new."""
 
 ACCOUNTABLE = {
     "dis-jr-1": False, "dis-jr-2": True, "dis-jr-3": True,
@@ -80,6 +81,8 @@ def test_accountability_follows_164_528(record_ref: str) -> None:
     for event, judgment in replay(events):
         if isinstance(event, facts.DisclosureMade):
             assert judgment.accountable is ACCOUNTABLE[event.disclosure_id], event.disclosure_id
+        elif isinstance(event, (facts.MandatedReportFiled, facts.DutyToWarnExercised)):
+            assert judgment.accountable is True, "a report or warning is a 164.512 disclosure"
         else:
             assert judgment.accountable is None
 

@@ -76,11 +76,12 @@ def _broken(tmp_path: Path, file: str, old: str, new: str) -> Path:
          'value = ["demographics", "horoscope"]', "allowed_categories"),
         ("US.toml", "[rules.MI-1]", "[rules.MI-1\n", "US.toml"),
         ("US.toml", 'severity = "high"', 'severity = "dire"', "rules.PN-1.severity"),
-        ("US-MA.toml", "[retention.record_years]", "[retention.shelf_life]", "shelf_life"),
+        ("US-MA.toml", "[privilege.statute]", "[privilege.shelf_life]", "shelf_life"),
+        ("US.toml", 'value = ["order"]', 'value = ["horoscope"]', "unknown instruments"),
         ("US-CA.toml", 'extends = "US"', 'extends = "US-ZZ"', "cannot extend"),
     ],
     ids=["missing-citation", "unknown-category", "toml-syntax", "bad-severity", "unknown-key",
-         "bad-parent"],
+         "unknown-instrument", "bad-parent"],
 )  # fmt: skip
 def test_a_broken_rule_file_fails_with_a_message_naming_file_and_field(
     tmp_path: Path, file: str, old: str, new: str, says: str
