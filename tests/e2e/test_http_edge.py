@@ -1,6 +1,7 @@
 """HTTP at the edge: media types, duplicated keys, body and URL limits, security headers, query
 bounds and the documented errors, in-process and against a real server process."""
 
+import asyncio
 import base64
 import json
 import socket
@@ -12,6 +13,7 @@ import pytest
 
 from service.app import create_app
 from service.auth import Role
+from service.middleware import BodyLimitMiddleware
 from service.openapi_doc import document_errors
 from service.settings import Settings
 from tests.conftest import Api
@@ -315,3 +317,32 @@ def test_query_dates_are_written_dates_not_numbers(api: Api, query: str) -> None
     problem = _is_problem(api.client.get(query, headers=api.key(Role.COMPLIANCE)), 422)
     name = query.split("?")[1].split("=", maxsplit=1)[0]
     assert problem["errors"][0]["loc"] == ["query", name]
+
+
+def test_a_body_that_stalls_is_a_408_and_never_reaches_the_app() -> None:
+    reached: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+
+    sent: list[dict[str, Any]] = []
+
+    async def stalling_receive() -> dict[str, Any]:
+        if not sent:
+            sent.append({})
+            return {"type": "http.request", "body": b"{", "more_body": True}
+        await asyncio.sleep(60)  # the client never sends the rest
+        raise AssertionError("unreachable")
+
+    messages: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    middleware = BodyLimitMiddleware(app, limit=1024, timeout=0.2)
+    scope = {"type": "http", "method": "POST", "path": "/v1/events:batch", "headers": []}
+    asyncio.run(asyncio.wait_for(middleware(scope, stalling_receive, send), timeout=5))
+    assert not reached
+    assert messages[0]["status"] == 408
+    body = json.loads(messages[1]["body"])
+    assert body["type"].endswith("/body-timeout")
