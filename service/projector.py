@@ -139,9 +139,13 @@ class Projector:
         self._progress = threading.Condition()
         self._next_retry = 0.0
 
-    def prepare(self) -> bool:
-        """Create the tables; rebuild them if their schema version changed. True if rebuilt."""
+    def prepare(self, *, fresh: bool = False) -> bool:
+        """Create the tables; rebuild them if their schema version changed (or ``fresh``).
+        True if rebuilt. Dropping and re-creating is one transaction, so a worker running
+        beside never sees the tables missing."""
         with self.audit.db.transaction() as cursor:
+            if fresh:
+                drop(cursor)
             create(cursor)
             row = cursor.fetchone(
                 "SELECT schema_version FROM pv_tracking WHERE projection = %s", (NAME,)
@@ -158,7 +162,7 @@ class Projector:
                 (NAME, SCHEMA_VERSION),
             )
         self.model = ReadModel(self._rulebook, _History(self.audit), self.sealer)
-        return row is not None
+        return fresh or row is not None
 
     def processed(self) -> int:
         """The last notification id applied to the read models."""
@@ -442,9 +446,7 @@ class Projector:
 
     def rebuild(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Drop the read models and replay the whole log into fresh ones."""
-        with self.audit.db.transaction() as cursor:
-            drop(cursor)
-        self.prepare()
+        self.prepare(fresh=True)
         applied = self.catch_up(progress)
         self.analyze()
         return applied

@@ -352,11 +352,14 @@ def test_the_rebuild_command_replays_the_log_into_equal_read_models(api: Api) ->
     result = CliRunner().invoke(app, ["projections", "rebuild", "--json"], env=env)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["events"] == services.audit.recorder.max_notification_id()
+    # The app's own worker shares the replay, so count the end reached, not who applied it.
+    top = services.audit.recorder.max_notification_id()
+    assert report["notification"] == top
+    assert 0 <= report["events"] <= top
     assert _snapshot(services) == before
     human = CliRunner().invoke(app, ["projections", "rebuild"], env=env)
     assert human.exit_code == 0, human.output
-    assert f"from {report['events']} events" in human.stdout
+    assert f"up to notification {top}" in " ".join(human.stdout.split())
 
 
 def test_a_catch_up_reports_its_progress_up_to_the_end_of_the_log(services: Services) -> None:
