@@ -486,9 +486,15 @@ def _psychotherapy_notes(
     )
 
 
-def _minimum_necessary(v: _Verdict, d: facts.DisclosureMade, established: bool) -> None:
+def _minimum_necessary(
+    v: _Verdict, d: facts.DisclosureMade, target: Instrument | None, established: bool
+) -> None:
     basis = d.legal_basis.kind
-    if established and basis in v.ruleset.minimum_necessary.exempt_bases.value:
+    # 164.502(b)(2)(iii): made under an authorization, whatever the label says.
+    on_authorization = isinstance(target, facts.AuthorizationGranted)
+    if established and (
+        basis in v.ruleset.minimum_necessary.exempt_bases.value or on_authorization
+    ):
         return
     if d.minimum_necessary is None or d.minimum_necessary.mode.value == "exempt":
         why = "" if established else " (its stated basis does not hold, so no exemption does)"
@@ -623,7 +629,7 @@ def _disclosure(
     _part2(v, d, target, state, established)
     _statutory_need(v, d, target)
     _psychotherapy_notes(v, d, target, state, established)
-    _minimum_necessary(v, d, established)
+    _minimum_necessary(v, d, target, established)
     _minor(v, d, target, state)
     _joint_record(v, d, target, state)
     impermissible = any(rules.rules[f].impermissible for f in v.findings)
