@@ -42,8 +42,8 @@ class ProblemHttpToolsProtocol(HttpToolsProtocol):
             }
         ).encode()
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-        for name, value in self.server_state.default_headers:
-            lines += [name, b": ", value, b"\r\n"]
+        for default_name, default_value in self.server_state.default_headers:
+            lines += [default_name, b": ", default_value, b"\r\n"]
         headers = {
             **SECURITY_HEADERS,
             "Content-Type": PROBLEM_JSON,

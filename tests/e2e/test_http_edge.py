@@ -5,7 +5,7 @@ import asyncio
 import base64
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -334,9 +334,9 @@ def test_a_body_that_stalls_is_a_408_and_never_reaches_the_app() -> None:
         await asyncio.sleep(60)  # the client never sends the rest
         raise AssertionError("unreachable")
 
-    messages: list[dict[str, Any]] = []
+    messages: list[MutableMapping[str, Any]] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         messages.append(message)
 
     middleware = BodyLimitMiddleware(app, limit=1024, timeout=0.2)
