@@ -105,10 +105,16 @@ _SLUGS = {
 }
 
 
+_FASTAPI_BODY_ERROR = "There was an error parsing the body"
+
+
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
     slug = _SLUGS.get(exc.status_code, "http")
     detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "Error")
+    if exc.status_code == 400 and detail == _FASTAPI_BODY_ERROR:
+        # FastAPI's words for a body it could not decode (not UTF-8): say what to fix.
+        slug, detail = "malformed-body", "The body is not UTF-8 encoded JSON; nothing was stored."
     return problem(exc.status_code, slug, detail, headers=dict(exc.headers or {}))
 
 

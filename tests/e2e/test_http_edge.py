@@ -346,3 +346,15 @@ def test_a_body_that_stalls_is_a_408_and_never_reaches_the_app() -> None:
     assert messages[0]["status"] == 408
     body = json.loads(messages[1]["body"])
     assert body["type"].endswith("/body-timeout")
+
+
+@sqlite_only
+def test_a_body_that_is_not_utf8_is_a_400_saying_so(api: Api) -> None:
+    response = api.client.post(
+        "/v1/records/edge-1/events",
+        content=b'{"type": "\xff\xfe"}',
+        headers={**api.writer(), "Content-Type": "application/json"},
+    )
+    problem = _is_problem(response, 400)
+    assert problem["type"].endswith("/malformed-body")
+    assert "UTF-8" in problem["detail"]
