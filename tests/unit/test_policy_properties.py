@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domain import facts
-from domain.vocabulary import DataCategory, PurposeOfUse
+from domain.vocabulary import DataCategory, LegalBasisKind, PurposeOfUse
 from tests.policy_support import at, fact, rules_of, verdict
 
 CATEGORIES = sorted(c.value for c in DataCategory)
@@ -163,3 +163,80 @@ def test_a_late_revocation_with_an_earlier_occurred_at_re_judges_the_disclosure(
     assert revocation.event_id in rejudged.findings[0].evidence
     assert rejudged.accountable is True
     assert at(8) < at(10)
+
+
+BASES = sorted(b.value for b in LegalBasisKind)
+REFERENCES = [None, "auth-0", "auth-1", "ord-0", "dem-1", "rep-0", "warn-0", "nothing-9"]
+tie_days = st.integers(min_value=-5, max_value=5)  # a narrow pool: many facts share a moment
+
+
+@st.composite
+def mixed_histories(draw: st.DrawFn) -> list[facts.FactBase]:
+    """Every kind of legal fact and every kind of judged fact, many at the same moment."""
+    history: list[facts.FactBase] = []
+    for n in range(draw(st.integers(min_value=1, max_value=14))):
+        day = draw(tie_days)
+        kind = draw(st.sampled_from(["opened", "grant", "revoke", "demand", "order", "assert",
+                                     "waive", "report", "warn", "release", "access"]))  # fmt: skip
+        ident = f"{n % 2}"
+        if kind == "opened":
+            history.append(fact("RecordOpened", day - 2,
+                                jurisdiction=draw(st.sampled_from(["US", "US-MA", "US-CA"])),
+                                part2_program=draw(st.booleans())))  # fmt: skip
+        elif kind == "grant":
+            history.append(fact("AuthorizationGranted", day, authorization_id=f"auth-{ident}",
+                                kind=draw(st.sampled_from(["hipaa_general", "psychotherapy_notes",
+                                                           "part2_specific"])),
+                                categories=draw(categories),
+                                in_writing=draw(st.booleans())))  # fmt: skip
+        elif kind == "revoke":
+            history.append(fact("AuthorizationRevoked", day, authorization_id=f"auth-{ident}",
+                                in_writing=draw(st.booleans())))  # fmt: skip
+        elif kind == "demand":
+            history.append(fact("LegalDemandReceived", day, demand_id="dem-1",
+                                kind=draw(st.sampled_from(["attorney_subpoena", "warrant"])),
+                                categories=draw(categories)))  # fmt: skip
+        elif kind == "order":
+            history.append(fact("CourtOrderIssued", day, order_id=f"ord-{ident}",
+                                demand_id="dem-1", categories=draw(categories),
+                                pierces_privilege=draw(st.booleans()),
+                                part2_findings=draw(st.booleans())))  # fmt: skip
+        elif kind == "assert":
+            history.append(fact("PrivilegeAsserted", day, demand_id="dem-1"))
+        elif kind == "waive":
+            history.append(fact("PrivilegeWaived", day, demand_id="dem-1",
+                                categories=draw(categories),
+                                in_writing=draw(st.booleans())))  # fmt: skip
+        elif kind == "report":
+            history.append(fact("MandatedReportFiled", day, report_id=f"rep-{ident}",
+                                suspected_at=at(day - draw(st.sampled_from([0.5, 3]))),
+                                categories=draw(categories)))  # fmt: skip
+        elif kind == "warn":
+            history.append(fact("DutyToWarnExercised", day, warning_id=f"warn-{ident}",
+                                categories=draw(categories)))  # fmt: skip
+        elif kind == "release":
+            history.append(fact("DisclosureMade", day, disclosure_id=f"dis-{n}",
+                                recipient={"name": draw(st.sampled_from(
+                                    ["Morgan and Lee, LLP", "K. Moreau", "Hale & Burke LLP"])),
+                                    "kind": draw(st.sampled_from(RECIPIENT_KINDS))},
+                                categories=draw(categories),
+                                legal_basis={
+                                    "kind": draw(st.sampled_from(BASES)),
+                                    "reference_id": draw(st.sampled_from(REFERENCES)),
+                                }))  # fmt: skip
+        else:
+            history.append(fact("RecordAccessed", day, break_glass=draw(st.booleans())))
+    return history
+
+
+@settings(max_examples=200, deadline=None)
+@given(history=mixed_histories(), seed=st.integers(0, 2**32 - 1))
+def test_no_verdict_depends_on_posting_order_only_on_occurred_at(
+    history: list[facts.FactBase], seed: int
+) -> None:
+    """Acceptance 3: every fact's verdict against the whole record is the same whatever order
+    the facts were posted in; facts at the same moment are ordered by event id."""
+    posted = list(history)
+    random.Random(seed).shuffle(posted)  # noqa: S311 - a test permutation, not a secret
+    for subject in history:
+        assert verdict(posted, subject) == verdict(history, subject)
