@@ -328,8 +328,12 @@ def rules(
         Path | None, typer.Argument(help="Rule directory to check (default: the configured one).")
     ] = None,
     as_json: JsonFlag = False,
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="Print the rules reference (docs/RULES.md).")
+    ] = False,
 ) -> None:
     """Validate the jurisdiction rule files and list what they define."""
+    from domain.policy.reference import render_markdown
     from domain.policy.rulesets import BUILTIN_RULES, Rulebook, RulesetError
 
     source = directory or load_settings().rules_dir or BUILTIN_RULES
@@ -337,6 +341,9 @@ def rules(
         book = Rulebook.load(source)
     except RulesetError as error:
         raise _fail(str(error), "Each value needs 'value', 'citation' and 'effective'.") from None
+    if markdown:
+        sys.stdout.write(render_markdown(book))
+        return
     summary = {
         ident: {"version": rs.ruleset.version, "title": rs.ruleset.title, "rules": sorted(rs.rules)}
         for ident, rs in sorted(book.rulesets.items())

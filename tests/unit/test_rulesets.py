@@ -8,7 +8,8 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from domain.policy.rulesets import BUILTIN_RULES, Cited, Rulebook, RulesetError
+from domain.policy.reference import render_markdown
+from domain.policy.rulesets import BUILTIN_RULES, REQUIRED_RULES, Cited, Rulebook, RulesetError
 from service.cli import app
 
 
@@ -113,3 +114,27 @@ def test_start_up_stops_with_a_clear_message_on_a_broken_rule_file(
     checked = CliRunner().invoke(app, ["rules", str(BUILTIN_RULES), "--json"])
     assert checked.exit_code == 0
     assert '"US-MA"' in checked.output
+
+
+RULES_DOC = Path(__file__).resolve().parents[2] / "docs" / "RULES.md"
+
+
+def test_the_committed_rules_reference_is_what_the_rule_files_say() -> None:
+    rendered = render_markdown(Rulebook.load())
+    assert RULES_DOC.read_text(encoding="utf-8") == rendered, (
+        "docs/RULES.md is stale: run `disclosure-audit rules --markdown > docs/RULES.md`"
+    )
+
+
+def test_the_rules_reference_shows_every_rule_and_each_state_value() -> None:
+    text = render_markdown(Rulebook.load())
+    for rule in REQUIRED_RULES:
+        assert f"| {rule} |" in text
+    assert "| US-CA | victim, law_enforcement | Cal. Civ. Code 43.92(b)" in text
+    assert "| US-MA | 48 | M.G.L. c.19C s.10" in text
+
+
+def test_the_cli_prints_the_rules_reference() -> None:
+    result = CliRunner().invoke(app, ["rules", str(BUILTIN_RULES), "--markdown"])
+    assert result.exit_code == 0, result.output
+    assert result.output == RULES_DOC.read_text(encoding="utf-8")
