@@ -1,0 +1,84 @@
+"""Issue 11 over HTTP, on both stores: minimal bodies get the verdict the law gives."""
+
+from typing import Any
+
+from tests.conftest import Api
+from tests.factories import example
+
+
+def _post(api: Api, record: str, type_: str, day: int, **fields: Any) -> dict[str, Any]:
+    body = example(type_, occurred_at=f"2026-03-{day:02d}T10:00:00-05:00", **fields)
+    response = api.client.post(f"/v1/records/{record}/events", json=body, headers=api.writer())
+    assert response.status_code == 201, response.text
+    receipt: dict[str, Any] = response.json()
+    return receipt
+
+
+def _rules(receipt: dict[str, Any]) -> dict[str, str]:
+    return {f["rule"]: f["citation"] for f in receipt["findings"]}
+
+
+def test_a_label_no_longer_switches_the_checks_off(api: Api) -> None:
+    _post(api, "sub-1", "RecordOpened", 1)
+    receipt = _post(
+        api,
+        "sub-1",
+        "DisclosureMade",
+        2,
+        recipient={"name": "Hale & Burke LLP", "kind": "attorney"},
+        categories=["progress_notes", "psychotherapy_notes"],
+        legal_basis={"kind": "required_by_law"},
+    )
+    rules = _rules(receipt)
+    assert set(rules) == {"BA-1", "BA-2", "PN-1", "MN-1"}
+    assert "164.508(a)(2)" in rules["PN-1"]
+    assert receipt["accountable"] is True
+    employer = _post(
+        api,
+        "sub-1",
+        "DisclosureMade",
+        3,
+        disclosure_id="dis-2",
+        recipient={"name": "Bayview Logistics", "kind": "employer"},
+        legal_basis={"kind": "treatment"},
+        purpose_of_use="TREAT",
+    )
+    assert set(_rules(employer)) == {"BA-1", "MN-1"}
+    assert employer["accountable"] is True
+
+
+def test_a_release_after_revocation_with_no_reference_is_au1(api: Api) -> None:
+    _post(api, "sub-2", "RecordOpened", 1)
+    _post(api, "sub-2", "AuthorizationGranted", 2)
+    _post(api, "sub-2", "AuthorizationRevoked", 3)
+    receipt = _post(api, "sub-2", "DisclosureMade", 4, legal_basis={"kind": "client_authorization"})
+    assert set(_rules(receipt)) == {"AU-1"}
+    assert "auth-1" in receipt["findings"][0]["message"]
+
+
+def test_routine_court_and_report_work_raises_nothing_without_optional_blocks(api: Api) -> None:
+    _post(api, "sub-3", "RecordOpened", 1)
+    _post(api, "sub-3", "CourtOrderIssued", 2)  # appointments and diagnosis, to the court
+    court = _post(
+        api,
+        "sub-3",
+        "DisclosureMade",
+        3,
+        recipient={"name": "Suffolk Probate & Family Court", "kind": "court"},
+        categories=["diagnosis"],
+        legal_basis={"kind": "court_order", "reference_id": "ord-1"},
+    )
+    assert court["findings"] == []
+    assert court["accountable"] is True
+    report = _post(
+        api,
+        "sub-3",
+        "MandatedReportFiled",
+        1,
+        suspected_at="2026-03-01T09:00:00-05:00",
+        oral_at="2026-03-01T09:30:00-05:00",
+        written_at="2026-03-01T10:00:00-05:00",
+        categories=["demographics", "psychotherapy_notes"],
+    )
+    assert set(_rules(report)) == {"MN-2"}, "the report itself is judged as a disclosure"
+    assert report["accountable"] is True
