@@ -105,6 +105,9 @@ class _Charset:
     message: str
     visible: bool = False
     """Also require one character that is not white space (free text may not be blank)."""
+    published: str | None = None
+    """The JSON-schema pattern when it differs from ``pattern``: the same rule in one regex
+    (``visible`` included), which would backtrack quadratically if run here."""
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
@@ -125,6 +128,20 @@ class _Charset:
         self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         """The inner schema with this pattern."""
+        return {**handler(schema), "pattern": self.published or self.pattern}
+
+
+@dataclass(frozen=True)
+class _Published:
+    """A JSON-schema ``pattern`` documenting a rule the validators enforce (year and offset
+    ranges), so clients and contract fuzzers see it in the OpenAPI document."""
+
+    pattern: str
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The inner schema with this pattern."""
         return {**handler(schema), "pattern": self.pattern}
 
 
@@ -132,11 +149,12 @@ class _Charset:
 # and U+2029, which split lines in JavaScript and in Python's str.splitlines; the bidirectional
 # embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069) that make a name or a
 # spreadsheet cell display other than it reads ("Trojan Source", CVE-2021-42574); and the
-# noncharacters U+FFFE and U+FFFF, which XML (and so FHIR XML) cannot carry. Lone surrogates
-# are refused by pydantic itself. Letters of every script, combining marks, ZWJ and the plain
-# LRM/RLM marks stay allowed: real names need them.
+# noncharacters U+FFFE and U+FFFF, which XML (and so FHIR XML) cannot carry; U+FEFF, a byte
+# order mark that is invisible in text (and white space to ECMA-262 regexes, not to Python's).
+# Lone surrogates are refused by pydantic itself. Letters of every script, combining marks, ZWJ
+# and the plain LRM/RLM marks stay allowed: real names need them.
 NEVER_IN_TEXT: Final = (
-    r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufffe\uffff"
+    r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff\ufffe\uffff"
 )
 """A regex character class of what no text may hold (FHIR output replaces it in old facts)."""
 _LINES = r"\t\n\r"
@@ -148,7 +166,8 @@ _LINES = r"\t\n\r"
 # triggers "=", "+", "-", "@". Backslash, "/", "?", "#", "%" and white space are never allowed.
 IDENTIFIER_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:@~-]*$"
 NAME_PATTERN: Final = rf"^[^\s{NEVER_IN_TEXT}](?:[^{_LINES}{NEVER_IN_TEXT}]*[^\s{NEVER_IN_TEXT}])?$"
-TEXT_PATTERN: Final = rf"^[^{NEVER_IN_TEXT}]+$"
+TEXT_PATTERN: Final = rf"^[^{NEVER_IN_TEXT}]*[^\s{NEVER_IN_TEXT}][^{NEVER_IN_TEXT}]*$"
+_TEXT_CHARACTERS = rf"^[^{NEVER_IN_TEXT}]+$"  # TEXT_PATTERN, checked in linear time
 
 Identifier = Annotated[
     str,
@@ -179,9 +198,10 @@ ShortText = Annotated[
     str,
     StringConstraints(min_length=1, max_length=2000),
     _Charset(
-        TEXT_PATTERN,
+        _TEXT_CHARACTERS,
         "must hold visible text and no control characters other than tab and line breaks",
         visible=True,
+        published=TEXT_PATTERN,
     ),
 ]
 """Free text is personal data: kept short, stored encrypted with the record's key. Tab, LF and
@@ -252,12 +272,25 @@ def _plausible_day(value: date, info: ValidationInfo) -> date:
     return value
 
 
+_YEARS = r"(19[0-9]{2}|2[01][0-9]{2}|2200)"
+TIMESTAMP_PATTERN: Final = (
+    rf"^{_YEARS}-[0-9]{{2}}-[0-9]{{2}}[Tt][0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}(\.[0-9]{{1,9}})?"
+    r"([Zz]|[+-](0[0-9]|1[0-3]):[0-5][0-9]|[+-]14:00)$"
+)
+"""What ``Timestamp`` accepts, as one pattern for the JSON schema (with format date-time)."""
+DAY_PATTERN: Final = rf"^{_YEARS}-[0-9]{{2}}-[0-9]{{2}}$"
+
 Timestamp = Annotated[
-    AwareDatetime, BeforeValidator(_timestamp_text), AfterValidator(_plausible_moment)
+    AwareDatetime,
+    BeforeValidator(_timestamp_text),
+    AfterValidator(_plausible_moment),
+    _Published(TIMESTAMP_PATTERN),
 ]
 """A moment: RFC 3339 text with an offset within +-14:00, in a plausible year."""
 
-Day = Annotated[date, BeforeValidator(_date_text), AfterValidator(_plausible_day)]
+Day = Annotated[
+    date, BeforeValidator(_date_text), AfterValidator(_plausible_day), _Published(DAY_PATTERN)
+]
 """A calendar date: YYYY-MM-DD text in a plausible year."""
 
 Flag = StrictBool
@@ -273,7 +306,7 @@ def _plain_json(value: dict[str, JsonValue], info: ValidationInfo) -> dict[str, 
     # and then fail when its Merkle leaf is written or exported.
     if not _at_the_edge(info):
         return value
-    text = re.compile(TEXT_PATTERN)
+    text = re.compile(_TEXT_CHARACTERS)
 
     def walk(node: JsonValue, depth: int) -> None:
         if depth > _MAX_DEPTH:

@@ -1,13 +1,17 @@
 """The request models refuse what is not a well-formed fact, accept every real one, and read
 back what an earlier version stored (facts.STORED)."""
 
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from domain import facts
 from service.spreadsheet import safe_cell, safe_row
+from tests.fact_strategies import moments
 from tests.factories import EXAMPLES, example
 
 FACT = TypeAdapter(facts.Fact)
@@ -199,6 +203,51 @@ def test_the_examples_and_the_json_schema_agree_with_the_rules() -> None:
     assert schema["properties"]["disclosure_id"]["pattern"] == facts.IDENTIFIER_PATTERN
     assert schema["$defs"]["Recipient"]["properties"]["name"]["pattern"] == facts.NAME_PATTERN
     assert schema["properties"]["occurred_at"]["format"] == "date-time"
+    assert schema["properties"]["occurred_at"]["pattern"] == facts.TIMESTAMP_PATTERN
+    held = facts.LegalHoldPlaced.model_json_schema()
+    assert held["properties"]["reason"]["pattern"] == facts.TEXT_PATTERN
+
+
+TEXTS = [
+    (TypeAdapter(facts.Identifier), facts.IDENTIFIER_PATTERN),
+    (TypeAdapter(facts.Name), facts.NAME_PATTERN),
+    (TypeAdapter(facts.ShortText), facts.TEXT_PATTERN),
+]
+
+
+def _takes(adapter: TypeAdapter[Any], value: object) -> bool:
+    try:
+        adapter.validate_python(value)
+    except ValidationError:
+        return False
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(max_size=30)
+    | st.from_regex(facts.NAME_PATTERN, fullmatch=True).filter(lambda t: len(t) <= 30)
+    | st.from_regex(facts.TEXT_PATTERN, fullmatch=True).filter(lambda t: len(t) <= 30)
+    | st.sampled_from([" ", "\ufeff", "a\ufeff", "\t", "\u3000x", "x\u00a0", "a\x85", "1"])
+)
+def test_the_published_patterns_say_exactly_which_texts_are_accepted(text: str) -> None:
+    """OpenAPI clients and contract fuzzers read the patterns; the validators must agree."""
+    for adapter, pattern in TEXTS:
+        assert _takes(adapter, text) == bool(re.fullmatch(pattern, text)), (pattern, text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(moments() | st.from_regex(facts.TIMESTAMP_PATTERN, fullmatch=True))
+def test_the_published_timestamp_pattern_covers_every_accepted_moment(text: str) -> None:
+    adapter = TypeAdapter(facts.Timestamp)
+    matches = bool(re.fullmatch(facts.TIMESTAMP_PATTERN, text))
+    if _takes(adapter, text):
+        assert matches
+    else:  # the pattern cannot know calendars (2026-02-30, hour 24); it knows every range
+        assert matches
+        with pytest.raises(ValidationError) as caught:
+            adapter.validate_python(text)
+        assert caught.value.errors()[0]["type"].startswith("datetime_"), caught.value.errors()
 
 
 def test_csv_cells_that_a_spreadsheet_would_evaluate_are_neutralised() -> None:
