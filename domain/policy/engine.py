@@ -178,15 +178,15 @@ def _date_check(
     """None if the disclosure's record dates lie inside the bounds; else "outside" or
     "unknown" (the bounds exist but the disclosure does not say its dates)."""
     verdict = None
-    for bound, value, outside in (
-        (outer_from, d.records_from, lambda b, v: v < b),
-        (outer_until, d.records_until, lambda b, v: v > b),
+    for bound, value, after_start in (
+        (outer_from, d.records_from, True),
+        (outer_until, d.records_until, False),
     ):
         if bound is None:
             continue
         if value is None:
             verdict = verdict or "unknown"
-        elif outside(bound, value):
+        elif (value < bound) if after_start else (value > bound):
             verdict = "outside"
     return verdict
 
