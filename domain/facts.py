@@ -296,6 +296,7 @@ Day = Annotated[
 Flag = StrictBool
 """true or false only: no "true", 1 or "yes" coerced into a boolean."""
 
+_TEXT_REGEX = re.compile(_TEXT_CHARACTERS)
 _MAX_SAFE_INTEGER = 2**53 - 1  # RFC 8785 (the Merkle leaves) represents numbers as IEEE 754
 _MAX_DEPTH = 8
 
@@ -306,12 +307,11 @@ def _plain_json(value: dict[str, JsonValue], info: ValidationInfo) -> dict[str, 
     # and then fail when its Merkle leaf is written or exported.
     if not _at_the_edge(info):
         return value
-    text = re.compile(_TEXT_CHARACTERS)
 
     def walk(node: JsonValue, depth: int) -> None:
         if depth > _MAX_DEPTH:
             raise PydanticCustomError("json_depth", f"nests deeper than {_MAX_DEPTH} levels")
-        if isinstance(node, str) and not text.fullmatch(node) and node:
+        if isinstance(node, str) and not _TEXT_REGEX.fullmatch(node) and node:
             raise PydanticCustomError(
                 "unsafe_text", "holds text with control characters other than tab and newline"
             )

@@ -1,7 +1,9 @@
 """The request models refuse what is not a well-formed fact, accept every real one, and read
 back what an earlier version stored (facts.STORED)."""
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,11 +12,13 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from domain import facts
+from service.demo import demo_submissions
 from service.spreadsheet import safe_cell, safe_row
 from tests.fact_strategies import moments
 from tests.factories import EXAMPLES, example
 
 FACT = TypeAdapter(facts.Fact)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _errors(body: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
@@ -199,6 +203,8 @@ def test_what_an_earlier_version_stored_still_reads_back() -> None:
 def test_the_examples_and_the_json_schema_agree_with_the_rules() -> None:
     for type_ in EXAMPLES:
         _accepted(example(type_))
+    _accepted(json.loads((ROOT / "docs" / "example-event.json").read_text()))
+    assert len([_accepted(fact.model_dump(mode="json")) for _, fact in demo_submissions()]) > 30
     schema = facts.DisclosureMade.model_json_schema()
     assert schema["properties"]["disclosure_id"]["pattern"] == facts.IDENTIFIER_PATTERN
     assert schema["$defs"]["Recipient"]["properties"]["name"]["pattern"] == facts.NAME_PATTERN
