@@ -47,6 +47,7 @@ AUTHORIZATION_BASES = {
     LegalBasisKind.PART2_CONSENT,
 }
 _SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
+FAMILIES = ("authorization", "order", "demand", "report", "warning")
 
 
 @dataclass(frozen=True)
@@ -573,7 +574,13 @@ def _relied_on(v: _Verdict, d: facts.DisclosureMade, state: RecordState) -> Inst
     basis, ref = d.legal_basis.kind, d.legal_basis.reference_id
     profile = v.ruleset.bases[basis]
     specs = profile.instruments.value
-    named = state.find_any(ref) if ref is not None else None
+    # Ids are the clinical system's: one may name an authorization and an order alike, so the
+    # family the basis can rely on wins.
+    found = [] if ref is None else [state.find(kind, ref) for kind in FAMILIES]
+    named = next(
+        (i for i in found if isinstance(i, Instrument) and _admits(specs, i)),
+        next((i for i in found if i is not None), None),
+    )
     if ref is not None and named is None:
         when = "only after this disclosure" if state.recorded_later(ref) else "nowhere"
         v.fire("RF-1", f"{basis.value} names {ref}, which is on the record {when}")

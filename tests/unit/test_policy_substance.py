@@ -463,3 +463,16 @@ def test_a_later_record_opened_does_not_re_judge_the_past() -> None:
     moved = verdict([ma, ca], after)
     assert moved.rules == {"MR-1"}, "36 h in California, once the client moved"
     assert moved.ruleset.startswith("US-CA@")
+
+
+def test_an_id_shared_by_two_instruments_resolves_to_the_one_the_basis_relies_on() -> None:
+    grant = fact("AuthorizationGranted", 0, authorization_id="x-1", recipients=[COURT])
+    order = fact("CourtOrderIssued", 5, order_id="x-1", categories=["diagnosis"])
+    sent = release(
+        recipient=COURT,
+        categories=["diagnosis"],
+        legal_basis={"kind": "court_order", "reference_id": "x-1"},
+    )
+    judged = verdict([opened(), grant, order], sent)
+    assert judged.instrument == "order x-1"
+    assert judged.rules == set()
