@@ -21,7 +21,12 @@ from projections.ports import Cursor, History, Sealer
 
 __all__ = ["JUDGED", "ReadModel", "finding_id", "listed", "utc_text"]
 
-JUDGED = (facts.RecordAccessed, facts.DisclosureMade, facts.MandatedReportFiled)
+JUDGED = (
+    facts.RecordAccessed,
+    facts.DisclosureMade,
+    facts.MandatedReportFiled,
+    facts.DutyToWarnExercised,
+)
 """The facts that appear in the access log, the disclosures register and the findings."""
 
 
@@ -131,7 +136,7 @@ class ReadModel:
         position: int,
         judgment: Judgment,
     ) -> None:
-        categories = [c.value for c in getattr(fact, "categories", [])]
+        categories = [c.value for c in getattr(fact, "categories", None) or []]
         purpose = getattr(fact, "purpose_of_use", None)
         basis = recipient = None
         if isinstance(fact, facts.DisclosureMade):
@@ -139,6 +144,9 @@ class ReadModel:
             recipient = self._sealer.blind(fact.recipient.name)
         elif isinstance(fact, facts.MandatedReportFiled):
             basis, recipient = "mandated_report", self._sealer.blind(fact.agency)
+        elif isinstance(fact, facts.DutyToWarnExercised):
+            # Judged like a disclosure (DW-2, MN-2); the first party warned stands for it.
+            basis, recipient = "duty_to_warn", self._sealer.blind(fact.notified[0].name)
         sealed = self._sealer.seal(
             event.originator_id,
             json.dumps(

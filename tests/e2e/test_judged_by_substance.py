@@ -82,3 +82,17 @@ def test_routine_court_and_report_work_raises_nothing_without_optional_blocks(ap
     )
     assert set(_rules(report)) == {"MN-2"}, "the report itself is judged as a disclosure"
     assert report["accountable"] is True
+
+
+def test_a_california_warning_that_misses_the_police_is_in_the_findings_queue(api: Api) -> None:
+    _post(api, "sub-4", "RecordOpened", 1, jurisdiction="US-CA")
+    receipt = _post(api, "sub-4", "DutyToWarnExercised", 2)  # the victim only
+    assert set(_rules(receipt)) == {"DW-2"}
+    assert "43.92(b)" in receipt["findings"][0]["message"]
+    listed = api.client.get(
+        "/v1/findings",
+        params={"record_ref": "sub-4", "min_position": receipt["position"]},
+        headers=api.writer(),
+    )
+    assert listed.status_code == 200, listed.text
+    assert [f["rule"] for f in listed.json()["items"]] == ["DW-2"]

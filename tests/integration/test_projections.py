@@ -290,7 +290,9 @@ def test_a_killed_worker_resumes_without_missing_or_repeating_and_equals_a_rebui
     assert services.projector.processed() >= target
     incremental = _snapshot(services)
     mine = [r for r in incremental["facts"] if r["tenant_id"] == tenant]
-    assert len(mine) == 15 + 3 + 3 + 300, "every judged fact once (disclosures, accesses, reports)"
+    assert len(mine) == 15 + 3 + 3 + 1 + 300, (
+        "every judged fact once (disclosures, accesses, reports, the warning)"
+    )
     services.projector.rebuild()
     assert _snapshot(services) == incremental
     assert json.dumps(incremental)  # plain data, comparable
