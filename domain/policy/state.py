@@ -5,6 +5,7 @@ recorded late still counts from the moment it happened. Ties are broken by event
 state never depends on the order of the history given.
 """
 
+import functools
 import unicodedata
 from collections.abc import Iterable
 from datetime import date, datetime
@@ -71,6 +72,7 @@ LEGAL_FORMS = frozenset(
 """Legal-form suffixes that do not tell two organisations apart ("Morgan & Lee LLP")."""
 
 
+@functools.lru_cache(maxsize=4096)  # the same few names are compared over and over
 def party_key(name: str) -> str:
     """A name reduced to what identifies the party: case, punctuation, "&"/"and" and a trailing
     legal-form suffix do not count ("Morgan & Lee LLP" and "morgan and lee, L.L.P." match)."""
