@@ -2,6 +2,8 @@
 
 from typing import Any
 
+import pytest
+
 from tests.conftest import Api
 from tests.factories import example
 
@@ -96,3 +98,66 @@ def test_a_california_warning_that_misses_the_police_is_in_the_findings_queue(ap
     )
     assert listed.status_code == 200, listed.text
     assert [f["rule"] for f in listed.json()["items"]] == ["DW-2"]
+
+
+COURT = {"name": "Suffolk Probate and Family Court", "kind": "court"}
+CASES: dict[str, tuple[list[tuple[str, int, dict[str, Any]]], set[str], str]] = {
+    "part2-to-police": (
+        [("DisclosureMade", 2, {
+            "recipient": {"name": "Oakland Police Department", "kind": "law_enforcement"},
+            "categories": ["sud_records"], "legal_basis": {"kind": "law_enforcement"}})],
+        {"LG-5", "MN-1"}, "42 CFR 2.12(a)"),
+    "couple-to-one-partner": (
+        [("DisclosureMade", 2, {"recipient": {"name": "J. Doe", "kind": "client"},
+                                "legal_basis": {"kind": "to_client"}})],
+        {"FA-1"}, "AAMFT"),
+    "oral-authorization": (
+        [("AuthorizationGranted", 2, {"in_writing": False}), ("DisclosureMade", 3, {})],
+        {"AU-3"}, "164.508(b)(1)"),
+    "oral-revocation": (
+        [("AuthorizationGranted", 2, {}), ("AuthorizationRevoked", 3, {"in_writing": False}),
+         ("DisclosureMade", 4, {})],
+        {"AU-4"}, "164.508(b)(5)"),
+    "notes-inside-an-order-listing-them": (
+        [("CourtOrderIssued", 2, {"categories": ["psychotherapy_notes"]}),
+         ("DisclosureMade", 3, {"recipient": COURT, "categories": ["psychotherapy_notes"],
+                                "legal_basis": {"kind": "court_order", "reference_id": "ord-1"}})],
+        set(), ""),
+    "undated-under-a-dated-authorization": (
+        [("AuthorizationGranted", 2, {"records_from": "2025-01-01",
+                                      "records_until": "2025-12-31"}),
+         ("DisclosureMade", 3, {"recipient": {"name": "Morgan and Lee, LLP", "kind": "attorney"}})],
+        {"SC-1"}, "164.530(j)"),
+    "billing-authorization-and-a-subpoena": (
+        [("AuthorizationGranted", 2, {"recipients": [{"name": "Hale & Burke LLP",
+                                                      "kind": "attorney"}],
+                                      "purposes": ["HPAYMT"], "categories": ["insurance_billing"]}),
+         ("LegalDemandReceived", 3, {}),
+         ("DisclosureMade", 4, {"recipient": {"name": "Hale & Burke LLP", "kind": "attorney"},
+                                "legal_basis": {"kind": "subpoena_with_assurances",
+                                                "reference_id": "dem-1"}})],
+        {"LG-1", "MN-1"}, "164.512(e)(1)(ii)"),
+    "late-written-report-missing": (
+        [("MandatedReportFiled", 5, {"suspected_at": "2026-03-01T09:00:00-05:00",
+                                     "oral_at": "2026-03-01T09:30:00-05:00"})],
+        {"MR-1"}, "state mandated-reporting statute"),
+}  # fmt: skip
+OPENED = {
+    "couple-to-one-partner": {
+        "setting": "couple",
+        "participants": [{"id": "p-a", "adult": True}, {"id": "p-b", "adult": True}],
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_each_example_of_the_issue_over_http(api: Api, name: str) -> None:
+    events, expected, citation = CASES[name]
+    _post(api, name, "RecordOpened", 1, **OPENED.get(name, {}))
+    receipt: dict[str, Any] = {}
+    for type_, day, fields in events:
+        receipt = _post(api, name, type_, day, **fields)
+    rules = _rules(receipt)
+    assert set(rules) == expected
+    if citation:
+        assert any(citation in c for c in rules.values()), rules
