@@ -607,6 +607,8 @@ def _relied_on(v: _Verdict, d: facts.DisclosureMade, state: RecordState) -> Inst
     def trial(instrument: Instrument) -> tuple[tuple[int, int, int], float, str]:
         sandbox = _Verdict(ruleset=v.ruleset, subject=v.subject, note="")
         _judge_instrument(sandbox, d, instrument, state)
+        _part2(sandbox, d, instrument, state, established=True)
+        _psychotherapy_notes(sandbox, d, instrument, state, established=True)
         return sandbox.score(), -instrument.occurred_at.timestamp(), str(instrument.event_id)
 
     best = min(candidates, key=trial)

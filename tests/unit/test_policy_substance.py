@@ -476,3 +476,14 @@ def test_an_id_shared_by_two_instruments_resolves_to_the_one_the_basis_relies_on
     judged = verdict([opened(), grant, order], sent)
     assert judged.instrument == "order x-1"
     assert judged.rules == set()
+
+
+def test_with_no_reference_an_order_listing_the_notes_is_preferred_to_one_that_does_not() -> None:
+    listing = fact("CourtOrderIssued", 4, order_id="ord-a", categories=["psychotherapy_notes"])
+    silent = fact("CourtOrderIssued", 5, order_id="ord-b", categories=["diagnosis"])
+    sent = release(
+        recipient=COURT, categories=["psychotherapy_notes"], legal_basis={"kind": "court_order"}
+    )
+    judged = verdict([opened(), listing, silent], sent)
+    assert judged.rules == set()
+    assert judged.instrument == "order ord-a"
