@@ -82,8 +82,11 @@ class Judgment:
     accountable: bool | None
     ruleset: str
     instrument: str | None = None
-    """The authorization, order, demand, report or warning the disclosure was judged against
-    ("authorization auth-1"), when it relied on one."""
+    """The authorization, order, demand, report or warning the disclosure was judged against,
+    in words ("hipaa general authorization auth-1"), when it relied on one."""
+    relied_on: tuple[str, str] | None = None
+    """The same as (family, id): ("report", "rep-1"). A disclosure relying on a report or warning
+    is that report or warning, for an accounting that lists each disclosure once."""
 
     @property
     def rules(self) -> set[str]:
@@ -621,7 +624,7 @@ def _relied_on(v: _Verdict, d: facts.DisclosureMade, state: RecordState) -> Inst
 
 def _disclosure(
     v: _Verdict, d: facts.DisclosureMade, state: RecordState
-) -> tuple[bool, str | None]:
+) -> tuple[bool, Instrument | None]:
     rules = v.ruleset
     profile = rules.bases[d.legal_basis.kind]
     target = _relied_on(v, d, state)
@@ -648,7 +651,7 @@ def _disclosure(
         accountable = False  # 164.528(a)(1)(iv), whatever the label
     else:
         accountable = d.legal_basis.kind not in rules.accounting.exempt_bases.value
-    return accountable, _label(target) if target is not None else None
+    return accountable, target
 
 
 def _deadline(v: _Verdict, limit: Cited[Hours]) -> tuple[float, str]:
@@ -728,7 +731,7 @@ def judge(
     note = f" (no rule set for {fallback}: {ruleset.label} applied)" if fallback else ""
     verdict = _Verdict(ruleset=ruleset, subject=fact, note=note)
     accountable: bool | None = None
-    instrument = None
+    instrument: Instrument | None = None
     if isinstance(fact, facts.DisclosureMade):
         state = RecordState(history, fact.occurred_at, exclude=fact.event_id)
         accountable, instrument = _disclosure(verdict, fact, state)
@@ -743,7 +746,12 @@ def judge(
         accountable = True
     findings = tuple(sorted(verdict.findings.values(), key=lambda f: (f.rule, f.message)))
     excess = tuple(sorted(verdict.excess, key=lambda c: c.value))
-    return Judgment(findings, excess, accountable, ruleset.label, instrument)
+    if instrument is None:
+        return Judgment(findings, excess, accountable, ruleset.label)
+    family, ident, _ = _family(instrument)
+    return Judgment(
+        findings, excess, accountable, ruleset.label, _label(instrument), (family, ident)
+    )
 
 
 def judge_on_record(

@@ -475,6 +475,7 @@ def test_an_id_shared_by_two_instruments_resolves_to_the_one_the_basis_relies_on
     )
     judged = verdict([opened(), grant, order], sent)
     assert judged.instrument == "order x-1"
+    assert judged.relied_on == ("order", "x-1")
     assert judged.rules == set()
 
 
