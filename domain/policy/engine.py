@@ -17,6 +17,7 @@ warning (PRODUCT.md section 7).
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import NamedTuple
 from uuid import UUID
 
 from domain import facts
@@ -36,6 +37,7 @@ PN = DataCategory.PSYCHOTHERAPY_NOTES
 SUD = {DataCategory.SUD_RECORDS, DataCategory.SUD_COUNSELING_NOTES}
 SUBPOENAS = {"attorney_subpoena", "court_subpoena"}
 PARENTS = {RecipientKind.PARENT, RecipientKind.PERSONAL_REPRESENTATIVE}
+REPORT_RECIPIENTS = {RecipientKind.GOVERNMENT_AGENCY, RecipientKind.LAW_ENFORCEMENT}
 PART2_CONSENTS = {
     AuthorizationKind.PART2_TPO,
     AuthorizationKind.PART2_SPECIFIC,
@@ -48,6 +50,10 @@ AUTHORIZATION_BASES = {
 }
 _SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
 FAMILIES = ("authorization", "order", "demand", "report", "warning")
+
+
+class _Party(NamedTuple):
+    name: str
 
 
 @dataclass(frozen=True)
@@ -165,7 +171,12 @@ def _could_cover(instrument: Instrument, d: facts.DisclosureMade) -> bool:
         return _named(d.recipient, instrument.recipients)
     if isinstance(instrument, facts.CourtOrderIssued):
         return not instrument.recipients or _named(d.recipient, instrument.recipients)
-    return True
+    if isinstance(instrument, facts.MandatedReportFiled):
+        # A report went to its agency: only a release to an authority can be a copy of it.
+        return d.recipient.kind in REPORT_RECIPIENTS or same_party(
+            d.recipient, _Party(instrument.agency)
+        )
+    return True  # a demand answered, or a warning (DW-1 judges who was warned)
 
 
 def _names_recipient(instrument: Instrument | None, recipient: facts.Recipient) -> bool:

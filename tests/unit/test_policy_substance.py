@@ -488,3 +488,11 @@ def test_with_no_reference_an_order_listing_the_notes_is_preferred_to_one_that_d
     judged = verdict([opened(), listing, silent], sent)
     assert judged.rules == set()
     assert judged.instrument == "order ord-a"
+
+
+def test_a_release_to_counsel_is_never_taken_for_a_copy_of_an_abuse_report() -> None:
+    report = _report(oral_at=at(3), written_at=at(3.5))
+    sent = release(recipient=COUNSEL, legal_basis={"kind": "required_by_law"})
+    judged = verdict([opened(), report], sent)
+    assert {"BA-1", "BA-2"} <= judged.rules
+    assert judged.instrument is None
