@@ -12,7 +12,7 @@ from uuid import UUID
 
 from eventsourcing.domain import BaseAggregate, CanInitAggregate, CanMutateAggregate
 from eventsourcing.utils import register_topic
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, create_model
 
 from domain import facts
 from domain.errors import FactInFutureError, RecordErasedError
@@ -84,112 +84,8 @@ class ClientRecord(BaseAggregate[UUID]):
             aggregate.fact_count += 1
             if isinstance(self.fact, LEGAL_FACTS):
                 aggregate.legal_facts = (*aggregate.legal_facts, self.fact)
-
-    class RecordOpened(FactRecorded):
-        """The record was opened (``RecordOpened``)."""
-
-        TOPIC: ClassVar[str] = "client-record/RecordOpened"
-        fact: facts.RecordOpened
-
-        def apply(self, aggregate: Any) -> None:
-            super().apply(aggregate)
-            aggregate.jurisdiction = self.fact.jurisdiction
-
-    class RecordAccessed(FactRecorded):
-        """Someone used the record (``RecordAccessed``)."""
-
-        TOPIC: ClassVar[str] = "client-record/RecordAccessed"
-        fact: facts.RecordAccessed
-
-    class BreakGlassReviewed(FactRecorded):
-        """An emergency access was reviewed (``BreakGlassReviewed``)."""
-
-        TOPIC: ClassVar[str] = "client-record/BreakGlassReviewed"
-        fact: facts.BreakGlassReviewed
-
-    class AuthorizationGranted(FactRecorded):
-        """An authorization was given (``AuthorizationGranted``)."""
-
-        TOPIC: ClassVar[str] = "client-record/AuthorizationGranted"
-        fact: facts.AuthorizationGranted
-
-    class AuthorizationRevoked(FactRecorded):
-        """An authorization was revoked (``AuthorizationRevoked``)."""
-
-        TOPIC: ClassVar[str] = "client-record/AuthorizationRevoked"
-        fact: facts.AuthorizationRevoked
-
-    class LegalDemandReceived(FactRecorded):
-        """A legal demand was served (``LegalDemandReceived``)."""
-
-        TOPIC: ClassVar[str] = "client-record/LegalDemandReceived"
-        fact: facts.LegalDemandReceived
-
-    class PrivilegeAsserted(FactRecorded):
-        """Privilege was asserted (``PrivilegeAsserted``)."""
-
-        TOPIC: ClassVar[str] = "client-record/PrivilegeAsserted"
-        fact: facts.PrivilegeAsserted
-
-    class PrivilegeWaived(FactRecorded):
-        """Privilege was waived (``PrivilegeWaived``)."""
-
-        TOPIC: ClassVar[str] = "client-record/PrivilegeWaived"
-        fact: facts.PrivilegeWaived
-
-    class CourtOrderIssued(FactRecorded):
-        """A court order was issued (``CourtOrderIssued``)."""
-
-        TOPIC: ClassVar[str] = "client-record/CourtOrderIssued"
-        fact: facts.CourtOrderIssued
-
-    class DemandAnswered(FactRecorded):
-        """A legal demand was answered (``DemandAnswered``)."""
-
-        TOPIC: ClassVar[str] = "client-record/DemandAnswered"
-        fact: facts.DemandAnswered
-
-    class MandatedReportFiled(FactRecorded):
-        """A mandated report was filed (``MandatedReportFiled``)."""
-
-        TOPIC: ClassVar[str] = "client-record/MandatedReportFiled"
-        fact: facts.MandatedReportFiled
-
-    class DutyToWarnExercised(FactRecorded):
-        """A warning was given (``DutyToWarnExercised``)."""
-
-        TOPIC: ClassVar[str] = "client-record/DutyToWarnExercised"
-        fact: facts.DutyToWarnExercised
-
-    class DisclosureMade(FactRecorded):
-        """Records left the practice (``DisclosureMade``)."""
-
-        TOPIC: ClassVar[str] = "client-record/DisclosureMade"
-        fact: facts.DisclosureMade
-
-    class LegalHoldPlaced(FactRecorded):
-        """A legal hold was placed (``LegalHoldPlaced``)."""
-
-        TOPIC: ClassVar[str] = "client-record/LegalHoldPlaced"
-        fact: facts.LegalHoldPlaced
-
-    class LegalHoldReleased(FactRecorded):
-        """A legal hold was released (``LegalHoldReleased``)."""
-
-        TOPIC: ClassVar[str] = "client-record/LegalHoldReleased"
-        fact: facts.LegalHoldReleased
-
-    class EventCorrected(FactRecorded):
-        """An earlier fact was corrected (``EventCorrected``)."""
-
-        TOPIC: ClassVar[str] = "client-record/EventCorrected"
-        fact: facts.EventCorrected
-
-    class FindingAcknowledged(FactRecorded):
-        """A finding was acknowledged (``FindingAcknowledged``)."""
-
-        TOPIC: ClassVar[str] = "client-record/FindingAcknowledged"
-        fact: facts.FindingAcknowledged
+            if isinstance(self.fact, facts.RecordOpened):
+                aggregate.jurisdiction = self.fact.jurisdiction
 
     class Redacted(Event):
         """Stand-in for an event whose record key was destroyed: its kind and time, nothing else."""
@@ -252,26 +148,28 @@ class ClientRecord(BaseAggregate[UUID]):
         )
 
 
+def _event_class(fact_type: type[facts.FactBase]) -> type[ClientRecord.FactRecorded]:
+    """The event class that records one fact type, named after it, with a stable topic."""
+    name = fact_type.__name__
+    event_class = create_model(
+        name,
+        __base__=ClientRecord.FactRecorded,
+        __doc__=f"A fact of type ``{name}`` was recorded.",
+        __module__=__name__,
+        fact=(fact_type, ...),
+    )
+    event_class.TOPIC = f"{ClientRecord.TOPIC}/{name}"
+    event_class.__qualname__ = f"ClientRecord.{name}"
+    setattr(ClientRecord, name, event_class)
+    return event_class
+
+
 EVENT_CLASS_BY_TYPE: dict[type[facts.FactBase], type[ClientRecord.FactRecorded]] = {
-    facts.RecordOpened: ClientRecord.RecordOpened,
-    facts.RecordAccessed: ClientRecord.RecordAccessed,
-    facts.BreakGlassReviewed: ClientRecord.BreakGlassReviewed,
-    facts.AuthorizationGranted: ClientRecord.AuthorizationGranted,
-    facts.AuthorizationRevoked: ClientRecord.AuthorizationRevoked,
-    facts.LegalDemandReceived: ClientRecord.LegalDemandReceived,
-    facts.PrivilegeAsserted: ClientRecord.PrivilegeAsserted,
-    facts.PrivilegeWaived: ClientRecord.PrivilegeWaived,
-    facts.CourtOrderIssued: ClientRecord.CourtOrderIssued,
-    facts.DemandAnswered: ClientRecord.DemandAnswered,
-    facts.MandatedReportFiled: ClientRecord.MandatedReportFiled,
-    facts.DutyToWarnExercised: ClientRecord.DutyToWarnExercised,
-    facts.DisclosureMade: ClientRecord.DisclosureMade,
-    facts.LegalHoldPlaced: ClientRecord.LegalHoldPlaced,
-    facts.LegalHoldReleased: ClientRecord.LegalHoldReleased,
-    facts.EventCorrected: ClientRecord.EventCorrected,
-    facts.FindingAcknowledged: ClientRecord.FindingAcknowledged,
+    fact_type: _event_class(fact_type) for fact_type in facts.FACT_TYPES
 }
-"""The event class that records each fact type: explicit, so topics never depend on module paths."""
+"""The event class that records each fact type, derived from the one list of fact types
+(``facts.Fact``); each is ``ClientRecord.<type>`` with the topic ``client-record/<type>``, so
+stored events never depend on module paths."""
 
 # Stable topics: stored events name these strings, not module paths, so code can move freely.
 register_topic(ClientRecord.TOPIC, ClientRecord)

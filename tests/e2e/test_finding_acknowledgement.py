@@ -5,7 +5,8 @@ from uuid import uuid4
 
 import pytest
 
-from domain.record import ClientRecord
+from domain import facts
+from domain.record import EVENT_CLASS_BY_TYPE
 from service.auth import Role
 from tests.conftest import Api
 from tests.factories import example
@@ -71,7 +72,7 @@ def test_a_compliance_key_acknowledges_a_finding_in_the_records_stream(api: Api)
     key_ids = {k.key_id for k in api.services.keys.list(api.tenant)}
     assert fact["actor"]["id"] in key_ids
     stored = api.services.audit.read_record(api.tenant, "ack-1")
-    assert isinstance(stored[-1].event, ClientRecord.FindingAcknowledged)
+    assert isinstance(stored[-1].event, EVENT_CLASS_BY_TYPE[facts.FindingAcknowledged])
     assert stored[-1].position == answer["position"]
 
 
