@@ -8,7 +8,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.auth import Principal, Role
 from service.container import Services
-from service.projector import StaleReadError
+from service.projector import StaleReadError, TenantStalledError
 
 __all__ = ["MAX_POSITION", "ServicesDep", "audited", "require", "require_any"]
 
@@ -86,6 +86,14 @@ def audited(*roles: Role) -> Callable[..., Principal]:
                 services.projector.wait_for(
                     principal.tenant_id, min_position, services.settings.read_wait_seconds
                 )
+            except TenantStalledError as stalled:
+                raise HTTPException(
+                    503,
+                    f"Your read models are held at log position {stalled.position}: an event "
+                    "there cannot be projected yet. Queries without min_position answer what "
+                    "came before it; the operator sees this in /readyz and is alerted.",
+                    headers={"Retry-After": "30"},
+                ) from None
             except StaleReadError:
                 raise HTTPException(
                     503,

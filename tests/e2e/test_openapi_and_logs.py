@@ -25,7 +25,7 @@ def test_operation_ids_are_stable_names() -> None:
         "post_event", "post_events_batch", "get_record_timeline", "get_checkpoint",
         "get_public_key", "get_inclusion_proof", "get_consistency_proof", "create_export",
         "get_export", "get_export_bundle", "get_access_log", "get_disclosures", "get_findings",
-        "get_record_status", "get_accounting", "get_audit_reads",
+        "get_record_status", "get_accounting", "get_audit_reads", "acknowledge_finding",
     }  # fmt: skip
 
 

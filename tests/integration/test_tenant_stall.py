@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
 from domain.record import ClientRecord
 from projections.model import ReadModel
@@ -105,6 +105,7 @@ def test_an_event_that_does_not_decrypt_stalls_only_its_tenant(
         refused = victim.access_log(bad)
         assert refused.status_code == 503
         assert refused.headers["Retry-After"]
+        assert f"held at log position {bad}" in refused.json()["detail"]
         assert victim.access_log(bad - 1).status_code == 200  # what came before still answers
         assert f"{victim.id} at position {bad} (" in _stalled_state(client)
         assert bystander.id not in _stalled_state(client)
@@ -150,14 +151,17 @@ def test_an_event_that_fails_to_apply_is_undone_and_held(
     assert len(bystander.access_log(seen).json()["items"]) == 1
     assert victim.access_log(bad).status_code == 503
     assert f"{victim.id} at position {bad} (ValueError)" in _stalled_state(client)
-    points = [
+    data = reader.get_metrics_data()
+    assert data is not None
+    gauges = [
         point
-        for metric in reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics
+        for metric in data.resource_metrics[0].scope_metrics[0].metrics
         for point in metric.data.data_points
+        if isinstance(point, NumberDataPoint)
     ]
     assert any(
         p.attributes is not None and p.attributes["tenant.id"] == victim.id and p.value == bad
-        for p in points
+        for p in gauges
     )
 
     monkeypatch.setattr(ReadModel, "apply", original)  # the fixed release
