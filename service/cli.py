@@ -384,6 +384,7 @@ def export(  # noqa: PLR0917 - typer maps each parameter to an option
     from datetime import date
 
     from service.integrity.export import ExportScope, write_bundle
+    from service.integrity.jobs import make_private
     from service.telemetry import observe_export
 
     if not TENANT_PATTERN.match(tenant):
@@ -423,6 +424,7 @@ def export(  # noqa: PLR0917 - typer maps each parameter to an option
                 )  # fmt: skip
     finally:
         services.close()
+    make_private(out_dir)  # a plaintext copy of PHI: owner only, as HTTP bundles are
     if summary.events == 0 and not allow_empty:
         # An empty bundle reads as "nothing was disclosed": only write one on purpose.
         shutil.rmtree(out_dir)

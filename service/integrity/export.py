@@ -110,7 +110,7 @@ def write_bundle(
     progress: Callable[[int, int], None] | None = None,
 ) -> ExportSummary:
     """Write the bundle into ``out`` (created empty) and return what it holds."""
-    out.mkdir(parents=True, exist_ok=False)
+    out.mkdir(parents=True, exist_ok=False, mode=0o700)  # a plaintext copy: owner only
     record_ids = {audit.record_id(tenant_id, ref) for ref in scope.record_refs} or None
     checkpoint = log.checkpoint(tenant_id)
     key = log.log_keys.current(create=False)

@@ -24,7 +24,7 @@ from uuid import UUID
 from service.schemas import ExportOut
 from service.storage.sql import Database, Dialect, as_datetime
 
-__all__ = ["EXPORT_TABLES", "BundleStore", "ExportJanitor", "ExportJobs"]
+__all__ = ["EXPORT_TABLES", "BundleStore", "ExportJanitor", "ExportJobs", "make_private"]
 
 _log = logging.getLogger("disclosure_audit.exports")
 
@@ -161,7 +161,7 @@ class BundleStore:
     def pack(self, export_id: UUID) -> Path:
         """Pack the written directory into the archive, atomically, and remove the directory."""
         directory = self.directory(export_id)
-        _private(directory)
+        make_private(directory)
         handle, temporary = tempfile.mkstemp(dir=self.root, prefix=f"{export_id}.", suffix=".tmp")
         try:
             # mtime=0 in the gzip header: the same directory always packs to the same bytes.
@@ -212,7 +212,8 @@ class BundleStore:
         return found
 
 
-def _private(directory: Path) -> None:
+def make_private(directory: Path) -> None:
+    """Make a bundle directory 0700 and its files 0600: a bundle is a plaintext copy."""
     # The folder above is 0700 throughout, so the files were never readable by others; this
     # makes the modes say so too, and they travel inside the tar.gz to wherever it is unpacked.
     directory.chmod(0o700)

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -277,6 +278,10 @@ def test_export_fails_on_an_unknown_tenant_record_or_an_empty_scope(place: Place
     summary = json.loads(full.stdout)
     assert summary["events"] > 0
     assert summary["store"] == place.label
+    # A bundle is a plaintext copy of PHI: only its owner may read it.
+    written = place.root / "full"
+    assert stat.S_IMODE(written.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in written.rglob("*") if p.is_file()} == {0o600}
 
 
 def _seed(settings: Settings, events: int) -> None:
