@@ -122,6 +122,13 @@ def _histories(draw: st.DrawFn) -> tuple[list[tuple[str, dict[str, Any]]], bool]
     return kept, draw(st.booleans())
 
 
+# psycopg_pool (connection expiry jitter) and the OpenTelemetry SDK (span ids) call the global
+# `random` from their own threads; Hypothesis notices the changed state while it draws and
+# blames the strategy, which uses no `random` itself.
+@pytest.mark.filterwarnings(
+    "ignore:Do not use the `random` module inside strategies"
+    ":hypothesis.errors.HypothesisDeprecationWarning"
+)
 @settings(
     max_examples=25,
     deadline=None,
