@@ -13,9 +13,10 @@ from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from domain import facts
+from domain.policy.accounting import impermissible_rules, instrument_of
 from domain.policy.engine import Judgment, judge_on_record
 from domain.policy.rulesets import Rulebook
-from domain.policy.state import LEGAL_FACTS
+from domain.policy.state import LEGAL_FACTS, party_key
 from domain.record import ClientRecord
 from projections.ports import Cursor, History, Sealer
 
@@ -139,14 +140,17 @@ class ReadModel:
         categories = [c.value for c in getattr(fact, "categories", None) or []]
         purpose = getattr(fact, "purpose_of_use", None)
         basis = recipient = None
+        # Recipients are blinded by their normalised name: "Morgan & Lee LLP" is "Morgan and
+        # Lee, LLP" to the ?recipient= filter too.
         if isinstance(fact, facts.DisclosureMade):
             basis = fact.legal_basis.kind.value
-            recipient = self._sealer.blind(fact.recipient.name)
+            recipient = self._sealer.blind(party_key(fact.recipient.name))
         elif isinstance(fact, facts.MandatedReportFiled):
-            basis, recipient = "mandated_report", self._sealer.blind(fact.agency)
+            basis, recipient = "mandated_report", self._sealer.blind(party_key(fact.agency))
         elif isinstance(fact, facts.DutyToWarnExercised):
             # Judged like a disclosure (DW-2, MN-2); the first party warned stands for it.
-            basis, recipient = "duty_to_warn", self._sealer.blind(fact.notified[0].name)
+            basis = "duty_to_warn"
+            recipient = self._sealer.blind(party_key(fact.notified[0].name))
         sealed = self._sealer.seal(
             event.originator_id,
             json.dumps(
@@ -156,18 +160,29 @@ class ReadModel:
         cursor.execute(
             "INSERT INTO pv_facts (tenant_id, position, record_id, version, type, event_id,"
             " occurred_at, occurred_day, actor_id, actor_role, purpose, categories, break_glass,"
-            " legal_basis, recipient_key, accountable, excess, sealed)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " legal_basis, recipient_key, accountable, excess, impermissible, ruleset, instrument,"
+            " sealed) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " %s, %s, %s, %s, %s)",
             (
                 event.tenant_id, position, event.originator_id, event.originator_version,
                 type(fact).__name__, fact.event_id, utc_text(fact.occurred_at),
                 fact.occurred_at.date().isoformat(), _column(fact.actor.id), fact.actor.role.value,
                 purpose.value if purpose else None, listed(categories),
                 int(bool(getattr(fact, "break_glass", False))), basis, recipient,
-                None if judgment.accountable is None else int(judgment.accountable),
-                listed([c.value for c in judgment.excess_categories]), sealed,
+                *self._verdict(fact, judgment), sealed,
             ),
         )  # fmt: skip
+
+    def _verdict(self, fact: facts.FactBase, judgment: Judgment) -> tuple[object, ...]:
+        """The judgment's columns: accountable, excess, impermissible, ruleset, instrument."""
+        instrument = instrument_of(fact, judgment)
+        return (
+            None if judgment.accountable is None else int(judgment.accountable),
+            listed([c.value for c in judgment.excess_categories]),
+            listed(list(impermissible_rules(self.rulebook, judgment))),
+            judgment.ruleset,
+            None if instrument is None else self._sealer.blind(":".join(instrument)),
+        )
 
     def _rejudge(  # noqa: PLR0917 - one call site
         self,
@@ -194,14 +209,9 @@ class ReadModel:
             )
             judgment = judge_on_record(self.rulebook, history, subject)
             cursor.execute(
-                "UPDATE pv_facts SET accountable = %s, excess = %s"
-                " WHERE tenant_id = %s AND position = %s",
-                (
-                    None if judgment.accountable is None else int(judgment.accountable),
-                    listed([c.value for c in judgment.excess_categories]),
-                    tenant,
-                    row["position"],
-                ),
+                "UPDATE pv_facts SET accountable = %s, excess = %s, impermissible = %s,"
+                " ruleset = %s, instrument = %s WHERE tenant_id = %s AND position = %s",
+                (*self._verdict(subject, judgment), tenant, row["position"]),
             )
             self._store_findings(
                 cursor, tenant, record, subject.event_id, int(row["position"]), judgment, position

@@ -5,11 +5,25 @@ crypto-shredded record's rows come back with ``"redacted": true`` instead.
 """
 
 import json
+from collections.abc import Hashable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 from uuid import UUID
 
+from domain import facts
+from domain.policy.accounting import (
+    ACCOUNTED,
+    Accountable,
+    AccountedFact,
+    Details,
+    accountable_of,
+    details_of,
+    plan,
+    ruleset_of,
+    window_start,
+)
+from domain.policy.rulesets import Rulebook
 from projections.ports import Cursor, Sealer
 
 __all__ = ["FactFilter", "FindingFilter", "Page", "accounting", "fact_page", "finding_page"]
@@ -246,37 +260,53 @@ def _text_id(cursor: Cursor) -> str:
 
 
 def accounting(
-    cursor: Cursor, sealer: Sealer, tenant: str, record: UUID, *, since: date, until: date
+    cursor: Cursor,
+    sealer: Sealer,
+    rulebook: Rulebook,
+    tenant: str,
+    record: UUID,
+    *,
+    since: date | None,
+    until: date,
+    today: date,
 ) -> list[dict[str, Any]]:
-    """The 164.528 accounting of one record: accountable disclosures, repeats summarised.
+    """The 164.528 accounting of one record, as ``domain.policy.accounting`` builds it from the
+    read model's latest judgments (re-judged when a later fact changed them).
 
-    45 CFR 164.528(b)(3): repeated disclosures to one recipient for one purpose are summarised
-    by the first full entry, the number of disclosures and the date of the last. The grouping
-    runs in SQL, in one query, so only one sealed row per recipient and purpose is opened.
+    Every accountable fact of the record in the window is opened: a client's accounting holds
+    tens of entries, and grouping needs normalised names, which only the sealed fact holds.
     """
-    groups = cursor.fetchall(
-        "SELECT f.record_id, f.sealed, g.n, g.last_day FROM (SELECT MIN(position) AS first,"
-        " COUNT(*) AS n, MAX(occurred_day) AS last_day FROM pv_facts WHERE tenant_id = %s"
-        " AND record_id = %s AND type = %s AND accountable = 1 AND occurred_day >= %s"
-        " AND occurred_day <= %s GROUP BY recipient_key, purpose) g"
-        " JOIN pv_facts f ON f.tenant_id = %s AND f.position = g.first",
-        (tenant, record, "DisclosureMade", since.isoformat(), until.isoformat(), tenant),
+    margin = timedelta(days=1)  # occurred_day is the local day; the plan cuts on the UTC day
+    lookback = max(r.accounting.lookback_years.value for r in rulebook.rulesets.values())
+    start = since if since is not None else window_start(today, lookback)
+    rows = cursor.fetchall(
+        "SELECT position, record_id, sealed, impermissible, ruleset, instrument FROM pv_facts"
+        " WHERE tenant_id = %s AND record_id = %s AND type IN (%s, %s, %s) AND accountable = 1"
+        " AND occurred_day >= %s AND occurred_day <= %s",
+        (tenant, record, *ACCOUNTED, (start - margin).isoformat(), (until + margin).isoformat()),
     )
-    entries = []
-    for group in groups:
-        content = _opened(sealer, group)
+    found: list[Accountable] = []
+    details: dict[Hashable, Details] = {}
+    record_ref = ""
+    for row in rows:
+        content = _opened(sealer, row)
         if content is None:
             continue  # crypto-shredded
-        fact = content["fact"]
-        entries.append({
-            "date": fact["occurred_at"][:10],
-            "recipient": {"name": fact["recipient"]["name"],
-                          "address": fact["recipient"].get("address")},
-            "description": "records: " + ", ".join(fact["categories"]),
-            "purpose": fact["purpose_of_use"],
-            "legal_basis": fact["legal_basis"]["kind"],
-            "disclosure_id": fact["disclosure_id"],
-            "count": int(group["n"]),
-            "last_date": str(group["last_day"]),
-        })  # fmt: skip
-    return sorted(entries, key=lambda e: (e["date"], e["disclosure_id"]))
+        record_ref = content["record_ref"]
+        fact = facts.FACT_TYPES_BY_NAME[content["fact"]["type"]].model_validate(
+            content["fact"], context=facts.STORED
+        )
+        if not isinstance(fact, AccountedFact):
+            continue  # the query selects only these types
+        position = int(row["position"])
+        details[position] = details_of(fact)
+        found.append(
+            accountable_of(
+                position, fact,
+                impermissible=tuple(_split(row["impermissible"])),
+                instrument=None if row["instrument"] is None else bytes(row["instrument"]).hex(),
+                lookback_years=ruleset_of(rulebook, row["ruleset"]).accounting.lookback_years.value,
+            )
+        )  # fmt: skip
+    entries = plan(found, since=since, until=until, today=today)
+    return [entry.item(details, record_ref) for entry in entries]

@@ -32,7 +32,7 @@ what the client is told.
   late makes an earlier release impermissible, and the accounting must then list it.
 """
 
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Literal
@@ -48,11 +48,15 @@ __all__ = [
     "COLUMNS",
     "SUMMARY_BASES",
     "Accountable",
+    "AccountedFact",
     "Details",
     "Entry",
+    "accountable_of",
+    "basis_of",
     "details_of",
     "impermissible_rules",
     "instrument_of",
+    "judged",
     "plan",
     "purpose_of",
     "recipient_key",
@@ -70,6 +74,9 @@ ACCOUNTED: dict[str, Source] = {
     "DutyToWarnExercised": "warning",
 }
 """The fact types an accounting lists, and what each is."""
+
+AccountedFact = facts.DisclosureMade | facts.MandatedReportFiled | facts.DutyToWarnExercised
+"""A fact of one of those types."""
 
 SUMMARY_BASES = frozenset(
     {
@@ -214,7 +221,11 @@ class Accountable:
     @property
     def day(self) -> date:
         """The UTC day it occurred on."""
-        return self.occurred_at.astimezone(UTC).date()
+        try:
+            return self.occurred_at.astimezone(UTC).date()
+        except OverflowError:  # year 1 east of UTC or 9999 west of it, stored before the API
+            # refused such years (facts.STORED): the nearest day UTC can hold keeps the order
+            return date.min if self.occurred_at.year == 1 else date.max
 
 
 @dataclass(frozen=True)
@@ -440,33 +451,82 @@ def instrument_of(fact: facts.FactBase, judgment: Judgment) -> tuple[str, str] |
     return None
 
 
-def recipient_names(fact: Mapping[str, Any]) -> list[str]:
-    """Who received a fact (its JSON form): the recipient, the agency, or everyone warned."""
-    if fact["type"] == "MandatedReportFiled":
-        return [str(fact["agency"])]
-    if fact["type"] == "DutyToWarnExercised":
-        return [str(n["name"]) for n in fact["notified"]]
-    return [str(fact["recipient"]["name"])]
+def recipient_names(fact: AccountedFact) -> list[str]:
+    """Who received an accountable fact: the recipient, the agency, or everyone warned."""
+    if isinstance(fact, facts.MandatedReportFiled):
+        return [fact.agency]
+    if isinstance(fact, facts.DutyToWarnExercised):
+        return [n.name for n in fact.notified]
+    return [fact.recipient.name]
 
 
-def recipient_key(fact: Mapping[str, Any], blind: Callable[[str], str] = str) -> str:
+def recipient_key(fact: AccountedFact) -> str:
     """The grouping key of who received a fact: one for the same party, however spelled."""
-    return "|".join(sorted(blind(party_key(name)) for name in recipient_names(fact)))
+    return "|".join(sorted(party_key(name) for name in recipient_names(fact)))
 
 
-def details_of(fact: Mapping[str, Any]) -> Details:
-    """A fact's details (its JSON form) as an entry shows them."""
-    if fact["type"] == "MandatedReportFiled":
-        return Details(str(fact["agency"]), None, str(fact["report_id"]))
-    if fact["type"] == "DutyToWarnExercised":
-        return Details("; ".join(recipient_names(fact)), None, str(fact["warning_id"]))
-    recipient = fact["recipient"]
-    return Details(str(recipient["name"]), recipient.get("address"), str(fact["disclosure_id"]))
+def details_of(fact: AccountedFact) -> Details:
+    """A fact's details as an entry shows them."""
+    if isinstance(fact, facts.MandatedReportFiled):
+        return Details(fact.agency, None, fact.report_id)
+    if isinstance(fact, facts.DutyToWarnExercised):
+        return Details("; ".join(recipient_names(fact)), None, fact.warning_id)
+    return Details(fact.recipient.name, fact.recipient.address, fact.disclosure_id)
 
 
-def purpose_of(fact: Mapping[str, Any]) -> str | None:
+def purpose_of(fact: AccountedFact) -> str | None:
     """The purpose an entry groups by: the purpose of use, a report's kind, or None."""
-    if fact["type"] == "MandatedReportFiled":
-        return str(fact["kind"])
-    value = fact.get("purpose_of_use")
-    return None if value is None else str(value)
+    if isinstance(fact, facts.MandatedReportFiled):
+        return fact.kind.value
+    if isinstance(fact, facts.DisclosureMade):
+        return fact.purpose_of_use.value
+    return None
+
+
+def basis_of(fact: AccountedFact) -> LegalBasisKind:
+    """The legal basis an accountable fact was made under."""
+    if isinstance(fact, facts.MandatedReportFiled):
+        return LegalBasisKind.MANDATED_REPORT
+    if isinstance(fact, facts.DutyToWarnExercised):
+        return LegalBasisKind.DUTY_TO_WARN
+    return fact.legal_basis.kind
+
+
+def accountable_of(
+    handle: Hashable,
+    fact: AccountedFact,
+    *,
+    impermissible: tuple[str, ...],
+    instrument: str | None,
+    lookback_years: int,
+) -> Accountable:
+    """An accountable fact (``DisclosureMade``, ``MandatedReportFiled`` or
+    ``DutyToWarnExercised``) with what its judgment said of it."""
+    return Accountable(
+        handle=handle,
+        event_id=str(fact.event_id),
+        occurred_at=fact.occurred_at,
+        source=ACCOUNTED[type(fact).__name__],
+        recipient=recipient_key(fact),
+        purpose=purpose_of(fact),
+        basis=basis_of(fact),
+        categories=frozenset(getattr(fact, "categories", None) or ()),
+        impermissible=impermissible,
+        instrument=instrument,
+        lookback_years=lookback_years,
+    )
+
+
+def judged(
+    rulebook: Rulebook, handle: Hashable, fact: AccountedFact, judgment: Judgment
+) -> Accountable:
+    """An accountable fact straight from its judgment (the bundle's way; the read model stores
+    the same three values in columns)."""
+    instrument = instrument_of(fact, judgment)
+    return accountable_of(
+        handle,
+        fact,
+        impermissible=impermissible_rules(rulebook, judgment),
+        instrument=None if instrument is None else ":".join(instrument),
+        lookback_years=ruleset_of(rulebook, judgment.ruleset).accounting.lookback_years.value,
+    )

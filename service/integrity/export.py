@@ -2,24 +2,40 @@
 
 A full export streams every leaf in order, so memory stays flat however long the log is. A
 scoped export (records, a date range) carries an inclusion proof per event and nothing of other
-records. ``accounting.csv`` lists the accountable disclosures (as judged at ingest) and
-``auditevents.ndjson`` the disclosures and accesses as FHIR R4 AuditEvent resources.
+records. ``auditevents.ndjson`` holds the disclosures and accesses as FHIR R4 AuditEvent
+resources, and ``accounting.csv`` the 164.528 accounting of each record in the bundle, built by
+``domain.policy.accounting`` exactly as the API builds it: every fact re-judged against its
+record's whole history up to the checkpoint (the verdict the read models hold, not the one
+returned at ingest), the rule set's lookback as of the export's day unless the scope has dates.
 """
 
 import base64
 import csv
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TextIO
 from uuid import UUID
 
 import rfc8785
 
-from domain import merkle
+from domain import facts, merkle
+from domain.policy.accounting import (
+    ACCOUNTED,
+    COLUMNS,
+    Accountable,
+    AccountedFact,
+    Details,
+    details_of,
+    judged,
+    plan,
+    row,
+)
+from domain.policy.engine import judge_on_record
+from domain.record import ClientRecord
 from service.integrity.fhir import audit_event
 from service.integrity.log import Checkpoint, LogEntry, TenantLog
 from service.integrity.signing import sign_note
@@ -28,11 +44,6 @@ from service.storage.app import AuditLog
 from service.verify import FORMAT, MANIFEST_NOTE
 
 __all__ = ["ExportScope", "ExportSummary", "write_bundle"]
-
-ACCOUNTING_COLUMNS = [
-    "date", "recipient_name", "recipient_address", "description", "purpose", "legal_basis",
-    "disclosure_id", "record_ref",
-]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -83,22 +94,6 @@ def _line(entry: LogEntry) -> bytes:
     )
 
 
-def _accounting_row(content: dict[str, Any], judgment: dict[str, Any]) -> list[str] | None:
-    event = content.get("event", {})
-    if content.get("type") != "DisclosureMade" or judgment.get("accountable") is not True:
-        return None
-    return [
-        event["occurred_at"][:10],
-        event["recipient"]["name"],
-        event["recipient"].get("address", ""),
-        "records: " + ", ".join(event["categories"]),
-        event["purpose_of_use"],
-        event["legal_basis"]["kind"],
-        event["disclosure_id"],
-        content["record_ref"],
-    ]
-
-
 def write_bundle(
     log: TenantLog,
     audit: AuditLog,
@@ -126,8 +121,9 @@ def write_bundle(
         (out / ("leaves.bin" if scope.full else "proofs.ndjson")).open("wb") as side,
     ):
         writer = csv.writer(accounting)
-        writer.writerow(ACCOUNTING_COLUMNS)
-        for entry in _selected(log, tenant_id, checkpoint.size, scope, record_ids):
+        writer.writerow(COLUMNS)
+        book = _Accounting(audit)
+        for entry in _selected(log, tenant_id, checkpoint.size, scope, record_ids, book.seen):
             events.write(_line(entry) + b"\n")
             counts["events"] += 1
             if scope.full:
@@ -141,9 +137,13 @@ def write_bundle(
             if content is None:
                 counts["erased"] += 1
             else:
-                _derived(content, entry, audit=audit, fhir=fhir, writer=writer, counts=counts)
+                _fhir(content, fhir, counts)
+                book.collect(entry, content)
             if progress is not None:
                 progress(entry.position, checkpoint.size)
+        for accounting_row in book.rows(since=scope.since, until=scope.until):
+            writer.writerow(safe_row(accounting_row))  # names a spreadsheet must not evaluate
+            counts["accounting_rows"] += 1
 
     (out / "checkpoint.txt").write_text(checkpoint.note)
     (out / "public-key.txt").write_text(log.log_keys.vkeys())
@@ -178,35 +178,76 @@ def write_bundle(
     return ExportSummary(out, checkpoint, counts["events"], counts["erased"])
 
 
-def _selected(
-    log: TenantLog, tenant_id: str, size: int, scope: ExportScope, records: set[UUID] | None
+def _selected(  # noqa: PLR0917 - one call site
+    log: TenantLog,
+    tenant_id: str,
+    size: int,
+    scope: ExportScope,
+    records: set[UUID] | None,
+    seen: Callable[[LogEntry], None],
 ) -> Iterator[LogEntry]:
     for entry in log.entries(tenant_id, size, records):
+        seen(entry)
         if scope.admits(entry.content):
             yield entry
 
 
-def _derived(
-    content: dict[str, Any],
-    entry: LogEntry,
-    *,
-    audit: AuditLog,
-    fhir: TextIO,
-    writer: Any,
-    counts: dict[str, int],
-) -> None:
+def _fhir(content: dict[str, Any], fhir: TextIO, counts: dict[str, int]) -> None:
     resource = audit_event(content)
     if resource is not None:
         fhir.write(json.dumps(resource, sort_keys=True, separators=(",", ":")) + "\n")
         kind = "disclosures" if content["type"] == "DisclosureMade" else "accesses"
         counts[kind] += 1
-    if content["type"] == "DisclosureMade" and entry.receipt:
-        row = _accounting_row(
-            content, audit.open_judgment(entry.record_id, entry.version, entry.receipt)
+
+
+class _Accounting:
+    """Collects the bundle's accountable facts and plans each record's accounting at the end.
+
+    Only accountable fact types are kept in memory (a small share of a log), with each record's
+    version at the checkpoint, so that a fact is judged against exactly the history the
+    checkpoint covers.
+    """
+
+    def __init__(self, audit: AuditLog) -> None:
+        self._audit = audit
+        self._versions: dict[UUID, int] = {}
+        self._facts: dict[UUID, list[tuple[int, AccountedFact]]] = {}
+        self._refs: dict[UUID, str] = {}
+
+    def seen(self, entry: LogEntry) -> None:
+        """Note every leaf up to the checkpoint, in scope or not: the record's version."""
+        self._versions[entry.record_id] = max(entry.version, self._versions.get(entry.record_id, 0))
+
+    def collect(self, entry: LogEntry, content: dict[str, Any]) -> None:
+        """Keep an opened leaf if it is of a type the accounting lists."""
+        if content["type"] not in ACCOUNTED:
+            return
+        fact = facts.FACT_TYPES_BY_NAME[content["type"]].model_validate(
+            {**content["event"], "type": content["type"]}, context=facts.STORED
         )
-        if row is not None:
-            writer.writerow(safe_row(row))  # names and ids a spreadsheet must not evaluate
-            counts["accounting_rows"] += 1
+        if not isinstance(fact, AccountedFact):
+            return
+        self._facts.setdefault(entry.record_id, []).append((entry.position, fact))
+        self._refs[entry.record_id] = content["record_ref"]
+
+    def rows(self, *, since: date | None, until: date | None) -> Iterator[list[object]]:
+        """Every record's accounting as CSV rows, records in ``record_ref`` order."""
+        today = datetime.now(UTC).date()
+        rulebook = self._audit.rulebook
+        for record in sorted(self._facts, key=self._refs.__getitem__):
+            aggregate: ClientRecord = self._audit.repository.get(
+                record, version=self._versions[record]
+            )
+            history = aggregate.legal_facts
+            found: list[Accountable] = []
+            details: dict[Hashable, Details] = {}
+            for position, fact in self._facts[record]:
+                judgment = judge_on_record(rulebook, history, fact)
+                if judgment.accountable:
+                    found.append(judged(rulebook, position, fact, judgment))
+                    details[position] = details_of(fact)
+            for entry in plan(found, since=since, until=until or today, today=today):
+                yield row(entry.item(details, self._refs[record]))
 
 
 def _write_consistency(

@@ -4,7 +4,7 @@ import base64
 import binascii
 import csv
 import io
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query
@@ -12,6 +12,8 @@ from fastapi.responses import Response
 
 from domain import facts
 from domain.errors import RecordNotFoundError
+from domain.policy.accounting import COLUMNS, row
+from domain.policy.state import party_key
 from domain.record import ClientRecord
 from domain.vocabulary import ActorRole, DataCategory, LegalBasisKind, PurposeOfUse
 from projections.queries import FactFilter, FindingFilter, accounting, fact_page, finding_page
@@ -32,10 +34,6 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 
 
 Reader = Annotated[Principal, Depends(audited(Role.COMPLIANCE))]
-ACCOUNTING_CSV = [
-    "date", "recipient_name", "recipient_address", "description", "purpose", "legal_basis",
-    "disclosure_id", "count", "last_date",
-]  # fmt: skip
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Cursor = Annotated[str | None, Query(max_length=200)]
 
@@ -120,7 +118,7 @@ def get_disclosures(
     f = FactFilter(
         type="DisclosureMade",
         record_id=services.audit.record_id(tenant, record_ref) if record_ref else None,
-        recipient_key=services.audit.blind(recipient) if recipient else None,
+        recipient_key=services.audit.blind(party_key(recipient)) if recipient else None,
         legal_basis=legal_basis, category=category, rule=rule, accountable=accountable,
         since=since, until=until,
     )  # fmt: skip
@@ -185,25 +183,24 @@ def get_accounting(
     until: facts.Day | None = None,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """Accountable disclosures of the last six years (or ``since``..``until``)."""
+    """Accountable disclosures, reports and warnings of the rule set's lookback (six years
+    under HIPAA, 164.528(a)(1)), or of ``since``..``until``; lawful repeats under a 164.512
+    basis summarised (164.528(b)(3)), impermissible ones each on their own."""
     today = datetime.now(UTC).date()
-    start = since or today - timedelta(days=6 * 365 + 2)
     if not services.audit.has_record(principal.tenant_id, record_ref):
         raise RecordNotFoundError(record_ref)  # another tenant's record is simply not found
     record = services.audit.record_id(principal.tenant_id, record_ref)
     with services.audit.db.transaction(commit=False) as cur:
-        items = accounting(cur, services.projector.sealer, principal.tenant_id, record,
-                           since=start, until=until or today)  # fmt: skip
+        items = accounting(cur, services.projector.sealer, services.audit.rulebook,
+                           principal.tenant_id, record, since=since, until=until or today,
+                           today=today)  # fmt: skip
     if accept and "text/csv" in accept:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(ACCOUNTING_CSV)
-        for i in items:
+        writer.writerow(COLUMNS)
+        for item in items:
             # Names, addresses and ids a spreadsheet must show, never evaluate (OWASP).
-            writer.writerow(safe_row([i["date"], i["recipient"]["name"],
-                                      i["recipient"]["address"] or "", i["description"],
-                                      i["purpose"], i["legal_basis"], i["disclosure_id"],
-                                      i["count"], i["last_date"]]))  # fmt: skip
+            writer.writerow(safe_row(row(item)))
         return Response(buffer.getvalue(), media_type="text/csv")
     body = ListPage(items=items, next_cursor=None)
     return Response(body.model_dump_json(), media_type="application/json")

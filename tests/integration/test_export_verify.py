@@ -1,6 +1,7 @@
 """The regulator export verifies offline, and every kind of tampering is caught and named."""
 
 import base64
+import csv
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -9,15 +10,19 @@ from pathlib import Path
 
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
+from pydantic import TypeAdapter
 from typer.testing import CliRunner
 
 from domain import facts, merkle
+from domain.policy.accounting import COLUMNS, row
+from projections.queries import accounting
 from service.cli import app
 from service.container import Services
 from service.demo import demo_submissions
 from service.integrity.export import ExportScope, write_bundle
 from service.integrity.fhir import check_codes
 from service.integrity.log import SplitViewError
+from service.spreadsheet import safe_row
 from service.storage.app import Submission
 from service.storage.tenant_log import leaf_bytes, seal_leaf
 from service.verify import BundleError, verify_bundle
@@ -25,6 +30,7 @@ from tests.conftest import new_tenant
 from tests.factories import example
 
 TENANT = "export-test"
+FACT = TypeAdapter(facts.Fact)
 
 
 @pytest.fixture
@@ -291,10 +297,52 @@ def test_our_code_checks_catch_what_the_library_accepts(
         check_codes(resource)
 
 
-def test_accounting_csv_lists_court_agency_and_warning_disclosures_not_tpo_or_authorized(
-    bundle: Path,
+def _api_accounting(services: Services, record_refs: set[str]) -> list[list[str]]:
+    """What the API's CSV says of each record, records in ``record_ref`` order."""
+    services.projector.catch_up()
+    today = datetime.now(UTC).date()
+    rows = []
+    for ref in sorted(record_refs):
+        with services.audit.db.transaction(commit=False) as cursor:
+            items = accounting(cursor, services.projector.sealer, services.audit.rulebook, TENANT,
+                               services.audit.record_id(TENANT, ref), since=None, until=today,
+                               today=today)  # fmt: skip
+        rows += [[str(cell) for cell in safe_row(row(item))] for item in items]
+    return rows
+
+
+def _bundle_accounting(bundle: Path) -> list[list[str]]:
+    with (bundle / "accounting.csv").open(newline="") as handle:
+        header, *rows = csv.reader(handle)
+    assert header == COLUMNS
+    return rows
+
+
+def test_the_bundle_accounting_is_the_apis_court_agency_and_warning_not_tpo_or_authorized(
+    bundle: Path, services: Services
 ) -> None:
-    rows = (bundle / "accounting.csv").read_text().splitlines()
-    ids = {row.split(",")[-2] for row in rows[1:]}
-    assert {"dis-jr-2", "dis-mr-1", "dis-dw-1"} <= ids
-    assert not {"dis-jr-1", "dis-cr-1", "dis-cv-1"} & ids
+    rows = _bundle_accounting(bundle)
+    assert rows == _api_accounting(services, {ref for ref, _ in demo_submissions()})
+    ids = {r[COLUMNS.index("disclosure_id")] for r in rows}
+    assert {"dis-jr-2", "rep-mr-1", "warn-dw-1"} <= ids
+    # dis-mr-1 documents rep-mr-1 (one disclosure, listed once); TPO and the authorized release
+    # before the revocation are not accountable (164.528(a)(1)(i), (iv)).
+    assert not {"dis-mr-1", "dis-jr-1", "dis-cr-1", "dis-cv-1"} & ids
+
+
+def test_a_late_revocation_re_judges_the_bundle_accounting_as_the_api(
+    services: Services, tmp_path: Path
+) -> None:
+    opened = example("RecordOpened", occurred_at="2026-01-01T10:00:00Z")
+    grant = example("AuthorizationGranted", occurred_at="2026-01-10T10:00:00Z")
+    release = example("DisclosureMade", occurred_at="2026-01-20T10:00:00Z")
+    for fact in (opened, grant, release):
+        services.audit.record_facts(TENANT, [Submission("late", FACT.validate_python(fact))])
+    assert _bundle_accounting(_export(services, tmp_path / "before")) == []
+    # Posted last, but it occurred before the release: the release was not authorized after all.
+    revoked = example("AuthorizationRevoked", occurred_at="2026-01-15T10:00:00Z")
+    services.audit.record_facts(TENANT, [Submission("late", FACT.validate_python(revoked))])
+    rows = _bundle_accounting(_export(services, tmp_path / "after"))
+    assert [(r[COLUMNS.index("disclosure_id")], r[COLUMNS.index("rules")]) for r in rows] == [
+        (release["disclosure_id"], "AU-1")]  # fmt: skip
+    assert rows == _api_accounting(services, {"late"})

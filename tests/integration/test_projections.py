@@ -12,6 +12,7 @@ from uuid import uuid4
 import pytest
 
 from domain import facts
+from domain.policy.accounting import COLUMNS
 from service.auth import Role
 from service.container import Services
 from service.demo import scenario_events
@@ -87,20 +88,40 @@ def test_the_accounting_lists_court_agency_and_warning_disclosures_and_summarise
     court = api.client.get(
         "/v1/records/jr-2041/accounting", params={"min_position": last}, headers=headers
     ).json()["items"]
-    assert [e["disclosure_id"] for e in court] == ["dis-jr-2"]  # dis-jr-3: same court, purpose
-    assert court[0]["count"] == 2
-    assert court[0]["last_date"] > court[0]["date"]
+    # dis-jr-3 went to the same court for the same purpose, but carried psychotherapy notes the
+    # order did not reach (PN-1, LG-3): an impermissible disclosure is never summarised.
+    assert [(e["disclosure_id"], e["count"], e["impermissible"]) for e in court] == [
+        ("dis-jr-2", 1, False), ("dis-jr-3", 1, True)]  # fmt: skip
+    assert court[1]["rules"] == ["LG-3", "PN-1"]
+    assert "not permitted" in court[1]["purpose"]
+    assert court[1]["description"] == (
+        "Dates of appointments; diagnosis; progress notes; psychotherapy notes"
+    )
+    # Two lawful reports to one agency, each with the copy that documented it, are one summary
+    # (164.528(b)(3)); the third carried psychotherapy notes (MN-2) and stands alone.
     agency = api.client.get("/v1/records/mr-3310/accounting", headers=headers).json()["items"]
-    assert [(e["recipient"]["name"], e["count"]) for e in agency] == [
-        ("Department of Children and Families", 3)]  # fmt: skip
+    assert [(e["disclosure_id"], e["kind"], e["count"], e["rules"]) for e in agency] == [
+        ("rep-mr-1", "report", 2, []), ("rep-mr-3", "report", 1, ["MN-2"])]  # fmt: skip
+    assert agency[0]["recipient"] == {
+        "name": "Department of Children and Families",
+        "address": "600 Washington St, Boston MA",
+    }
+    assert (agency[0]["date"], agency[0]["last_date"]) == ("2026-03-06", "2026-03-17")
     authorized = api.client.get("/v1/records/cv-5520/accounting", headers=headers).json()["items"]
     assert [e["disclosure_id"] for e in authorized] == ["dis-cv-2"]  # the one after revocation
+    assert authorized[0]["rules"] == ["AU-1"]
+    # The warning is listed once (its police copy folded in); the release to the employer,
+    # who can neither prevent the harm nor is its target (DW-1), is listed on its own.
     warning = api.client.get("/v1/records/dw-0912/accounting", headers=headers).json()["items"]
-    assert len(warning) == 3
+    assert [(e["disclosure_id"], e["kind"], e["rules"]) for e in warning] == [
+        ("warn-dw-1", "warning", []), ("dis-dw-3", "disclosure", ["DW-1"])]  # fmt: skip
     csv = api.client.get("/v1/records/mr-3310/accounting",
                          headers={**headers, "Accept": "text/csv"})  # fmt: skip
     assert csv.headers["content-type"].startswith("text/csv")
-    assert csv.text.splitlines()[1].startswith("2026-03-06,Department of Children and Families")
+    lines = csv.text.splitlines()
+    assert lines[0] == ",".join(COLUMNS)
+    assert lines[1].startswith("2026-03-06,2026-03-17,2,Department of Children and Families,")
+    assert lines[2].endswith(",rep-mr-3,report,yes,MN-2,mr-3310")
 
 
 def test_record_status_now_and_as_of(api: Api) -> None:

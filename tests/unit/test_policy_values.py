@@ -6,19 +6,22 @@ checks that every cited value of every shipped rule set has a case here.
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
 
 from domain import facts
-from domain.policy.engine import judge
-from domain.policy.rulesets import Cited, Ruleset
+from domain.policy.accounting import judged, plan
+from domain.policy.engine import judge, judge_on_record
+from domain.policy.rulesets import Cited, Rulebook, Ruleset
 from domain.vocabulary import LegalBasisKind
 from tests.policy_support import BOOK, at, fact
 
 READ_ELSEWHERE = {
-    "accounting.lookback_years": "the 164.528 accounting's window, read where it is built",
+    "accounting.lookback_years": "the 164.528 accounting's window, not a verdict: "
+    "test_the_accounting_lookback_sets_the_window",
 }
 
 
@@ -186,3 +189,19 @@ def test_every_cited_value_has_a_case_or_a_reader_elsewhere(ident: str) -> None:
     covered = {c.path for c in CASES}
     missing = set(_cited_paths(BOOK.rulesets[ident])) - covered - set(READ_ELSEWHERE)
     assert missing == set()
+
+
+@pytest.mark.parametrize("jurisdiction", ["US", "US-CA"])
+def test_the_accounting_lookback_sets_the_window(jurisdiction: str) -> None:
+    # A release required by law on 2026-01-05, and an accounting asked for seven years later.
+    history = _opened(jurisdiction)()
+    release = fact("DisclosureMade", 0, legal_basis={"kind": "required_by_law"})
+    today = date(2033, 1, 6)
+    for years, listed in ((6, False), (8, True)):
+        ruleset = _changed(BOOK.rulesets[jurisdiction], "accounting.lookback_years", years)
+        book = Rulebook({**BOOK.rulesets, jurisdiction: ruleset})
+        judgment = judge_on_record(book, history, release)
+        assert isinstance(release, facts.DisclosureMade)
+        assert judgment.accountable, judgment
+        entries = plan([judged(book, 1, release, judgment)], since=None, until=today, today=today)
+        assert bool(entries) is listed, years
