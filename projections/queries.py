@@ -19,8 +19,8 @@ from domain.policy.accounting import (
     Details,
     accountable_of,
     details_of,
+    lookback_of,
     plan,
-    ruleset_of,
     window_start,
 )
 from domain.policy.rulesets import Rulebook
@@ -264,7 +264,7 @@ def accounting(
     sealer: Sealer,
     rulebook: Rulebook,
     tenant: str,
-    record: UUID,
+    record: tuple[UUID, str],
     *,
     since: date | None,
     until: date,
@@ -283,16 +283,14 @@ def accounting(
         "SELECT position, record_id, sealed, impermissible, ruleset, instrument FROM pv_facts"
         " WHERE tenant_id = %s AND record_id = %s AND type IN (%s, %s, %s) AND accountable = 1"
         " AND occurred_day >= %s AND occurred_day <= %s",
-        (tenant, record, *ACCOUNTED, (start - margin).isoformat(), (until + margin).isoformat()),
+        (tenant, record[0], *ACCOUNTED, (start - margin).isoformat(), (until + margin).isoformat()),
     )
     found: list[Accountable] = []
     details: dict[Hashable, Details] = {}
-    record_ref = ""
     for row in rows:
         content = _opened(sealer, row)
         if content is None:
             continue  # crypto-shredded
-        record_ref = content["record_ref"]
         fact = facts.FACT_TYPES_BY_NAME[content["fact"]["type"]].model_validate(
             content["fact"], context=facts.STORED
         )
@@ -305,8 +303,8 @@ def accounting(
                 position, fact,
                 impermissible=tuple(_split(row["impermissible"])),
                 instrument=None if row["instrument"] is None else bytes(row["instrument"]).hex(),
-                lookback_years=ruleset_of(rulebook, row["ruleset"]).accounting.lookback_years.value,
+                lookback_years=lookback_of(rulebook, row["ruleset"]),
             )
         )  # fmt: skip
     entries = plan(found, since=since, until=until, today=today)
-    return [entry.item(details, record_ref) for entry in entries]
+    return [entry.item(details, record[1]) for entry in entries]

@@ -57,6 +57,7 @@ __all__ = [
     "impermissible_rules",
     "instrument_of",
     "judged",
+    "lookback_of",
     "plan",
     "purpose_of",
     "recipient_key",
@@ -432,6 +433,11 @@ def ruleset_of(rulebook: Rulebook, label: str) -> Ruleset:
     return found if found is not None else rulebook.rulesets[rulebook.baseline]
 
 
+def lookback_of(rulebook: Rulebook, label: str) -> int:
+    """The ``accounting.lookback_years`` of the rule set a judgment names."""
+    return ruleset_of(rulebook, label).accounting.lookback_years.value
+
+
 def impermissible_rules(rulebook: Rulebook, judgment: Judgment) -> tuple[str, ...]:
     """The rules of a judgment whose findings make the fact impermissible (the rule file's
     ``impermissible`` flag)."""
@@ -528,5 +534,5 @@ def judged(
         fact,
         impermissible=impermissible_rules(rulebook, judgment),
         instrument=None if instrument is None else ":".join(instrument),
-        lookback_years=ruleset_of(rulebook, judgment.ruleset).accounting.lookback_years.value,
+        lookback_years=lookback_of(rulebook, judgment.ruleset),
     )

@@ -22,7 +22,7 @@ from uuid import UUID
 
 import rfc8785
 
-from domain import facts, merkle
+from domain import merkle
 from domain.policy.accounting import (
     ACCOUNTED,
     COLUMNS,
@@ -35,6 +35,7 @@ from domain.policy.accounting import (
     row,
 )
 from domain.policy.engine import judge_on_record
+from domain.policy.state import LEGAL_FACTS
 from domain.record import ClientRecord
 from service.integrity.fhir import audit_event
 from service.integrity.log import Checkpoint, LogEntry, TenantLog
@@ -122,7 +123,7 @@ def write_bundle(
     ):
         writer = csv.writer(accounting)
         writer.writerow(COLUMNS)
-        book = _Accounting(audit)
+        book = _Accounting(audit, scope)
         for entry in _selected(log, tenant_id, checkpoint.size, scope, record_ids, book.seen):
             events.write(_line(entry) + b"\n")
             counts["events"] += 1
@@ -141,7 +142,7 @@ def write_bundle(
                 book.collect(entry, content)
             if progress is not None:
                 progress(entry.position, checkpoint.size)
-        for accounting_row in book.rows(since=scope.since, until=scope.until):
+        for accounting_row in book.rows():
             writer.writerow(safe_row(accounting_row))  # names a spreadsheet must not evaluate
             counts["accounting_rows"] += 1
 
@@ -201,17 +202,17 @@ def _fhir(content: dict[str, Any], fhir: TextIO, counts: dict[str, int]) -> None
 
 
 class _Accounting:
-    """Collects the bundle's accountable facts and plans each record's accounting at the end.
+    """Plans each record's accounting once the leaves have streamed.
 
-    Only accountable fact types are kept in memory (a small share of a log), with each record's
-    version at the checkpoint, so that a fact is judged against exactly the history the
-    checkpoint covers.
+    Memory stays flat: while streaming it keeps only which records have an accountable fact in
+    scope and each record's version at the checkpoint; at the end it reads one record at a time
+    and judges its facts against exactly the history the checkpoint covers.
     """
 
-    def __init__(self, audit: AuditLog) -> None:
+    def __init__(self, audit: AuditLog, scope: ExportScope) -> None:
         self._audit = audit
+        self._scope = scope
         self._versions: dict[UUID, int] = {}
-        self._facts: dict[UUID, list[tuple[int, AccountedFact]]] = {}
         self._refs: dict[UUID, str] = {}
 
     def seen(self, entry: LogEntry) -> None:
@@ -219,34 +220,34 @@ class _Accounting:
         self._versions[entry.record_id] = max(entry.version, self._versions.get(entry.record_id, 0))
 
     def collect(self, entry: LogEntry, content: dict[str, Any]) -> None:
-        """Keep an opened leaf if it is of a type the accounting lists."""
-        if content["type"] not in ACCOUNTED:
-            return
-        fact = facts.FACT_TYPES_BY_NAME[content["type"]].model_validate(
-            {**content["event"], "type": content["type"]}, context=facts.STORED
-        )
-        if not isinstance(fact, AccountedFact):
-            return
-        self._facts.setdefault(entry.record_id, []).append((entry.position, fact))
-        self._refs[entry.record_id] = content["record_ref"]
+        """Note the record of an opened leaf in scope that the accounting lists."""
+        if content["type"] in ACCOUNTED:
+            self._refs[entry.record_id] = content["record_ref"]
 
-    def rows(self, *, since: date | None, until: date | None) -> Iterator[list[object]]:
+    def rows(self) -> Iterator[list[object]]:
         """Every record's accounting as CSV rows, records in ``record_ref`` order."""
         today = datetime.now(UTC).date()
         rulebook = self._audit.rulebook
-        for record in sorted(self._facts, key=self._refs.__getitem__):
-            aggregate: ClientRecord = self._audit.repository.get(
-                record, version=self._versions[record]
-            )
-            history = aggregate.legal_facts
+        for record in sorted(self._refs, key=self._refs.__getitem__):
+            stored = [
+                (event.originator_version, event.fact)
+                for event in self._audit.events.get(record, lte=self._versions[record])
+                if isinstance(event, ClientRecord.FactRecorded)
+            ]
+            history = [fact for _, fact in stored if isinstance(fact, LEGAL_FACTS)]
             found: list[Accountable] = []
             details: dict[Hashable, Details] = {}
-            for position, fact in self._facts[record]:
+            for version, fact in stored:
+                if not isinstance(fact, AccountedFact) or not self._scope.admits(
+                    {"event": {"occurred_at": fact.occurred_at.isoformat()}}
+                ):
+                    continue
                 judgment = judge_on_record(rulebook, history, fact)
                 if judgment.accountable:
-                    found.append(judged(rulebook, position, fact, judgment))
-                    details[position] = details_of(fact)
-            for entry in plan(found, since=since, until=until or today, today=today):
+                    found.append(judged(rulebook, version, fact, judgment))
+                    details[version] = details_of(fact)
+            until = self._scope.until or today
+            for entry in plan(found, since=self._scope.since, until=until, today=today):
                 yield row(entry.item(details, self._refs[record]))
 
 

@@ -192,8 +192,8 @@ def get_accounting(
     record = services.audit.record_id(principal.tenant_id, record_ref)
     with services.audit.db.transaction(commit=False) as cur:
         items = accounting(cur, services.projector.sealer, services.audit.rulebook,
-                           principal.tenant_id, record, since=since, until=until or today,
-                           today=today)  # fmt: skip
+                           principal.tenant_id, (record, record_ref), since=since,
+                           until=until or today, today=today)  # fmt: skip
     if accept and "text/csv" in accept:
         buffer = io.StringIO()
         writer = csv.writer(buffer)

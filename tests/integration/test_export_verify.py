@@ -305,8 +305,8 @@ def _api_accounting(services: Services, record_refs: set[str]) -> list[list[str]
     for ref in sorted(record_refs):
         with services.audit.db.transaction(commit=False) as cursor:
             items = accounting(cursor, services.projector.sealer, services.audit.rulebook, TENANT,
-                               services.audit.record_id(TENANT, ref), since=None, until=today,
-                               today=today)  # fmt: skip
+                               (services.audit.record_id(TENANT, ref), ref), since=None,
+                               until=today, today=today)  # fmt: skip
         rows += [[str(cell) for cell in safe_row(row(item))] for item in items]
     return rows
 
