@@ -277,14 +277,6 @@ class Entry:
         """The rules that make it impermissible, over every fact."""
         return tuple(sorted({r for m in self.members for r in m.impermissible}))
 
-    def needs(self) -> list[Hashable]:
-        """The facts whose details the entry shows: its lead, and for a report or warning the
-        releases that documented it (they may give the recipient's address)."""
-        lead = self.lead
-        if lead.source == "disclosure":
-            return [lead.handle]
-        return [m.handle for m in self.units[0]]
-
     def description(self) -> str:
         """What was disclosed, in words: "Dates of appointments; diagnosis"."""
         words = "; ".join(CATEGORY_WORDS[c] for c in self.categories)
@@ -314,8 +306,8 @@ class Entry:
         return text + "."
 
     def item(self, details: Mapping[Hashable, Details], record_ref: str) -> dict[str, Any]:
-        """The entry as the API gives it (API.md's fields, and more); ``details`` holds at least
-        the facts of ``needs()``."""
+        """The entry as the API gives it (API.md's fields, and more); ``details`` holds the
+        details of every member."""
         lead = self.lead
         shown = details[lead.handle]
         address = shown.recipient_address
