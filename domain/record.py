@@ -106,6 +106,57 @@ class ClientRecord(BaseAggregate[UUID]):
         def apply(self, aggregate: Any) -> None:
             aggregate.erased = True
 
+    class Snapshot(Event):
+        """The record's state at a version, so that loading it after a restart reads this and
+        the few events after it, not the whole stream (a record may hold 100,000 accesses)."""
+
+        TOPIC: ClassVar[str] = "client-record/Snapshot"
+        tenant_id: str | None
+        record_ref: str | None
+        jurisdiction: str | None
+        fact_count: int
+        erased: bool
+        legal_facts: tuple[dict[str, Any], ...]
+
+        @classmethod
+        def take(cls, record: "ClientRecord") -> "ClientRecord.Snapshot":
+            """The state of a record as it was last saved (its pending events excluded)."""
+            if record.pending_events:
+                raise ValueError("snapshot a record only after its events are saved")
+            return cls(
+                originator_id=record.id,
+                originator_version=record.version,
+                timestamp=record.modified_on,
+                tenant_id=record.tenant_id,
+                record_ref=record.record_ref,
+                jurisdiction=record.jurisdiction,
+                fact_count=record.fact_count,
+                erased=record.erased,
+                legal_facts=tuple(f.model_dump(mode="json") for f in record.legal_facts),
+            )
+
+        def mutate(self, aggregate: Any) -> Any:
+            """The record rebuilt from this snapshot (the first step of a replay)."""
+            record = object.__new__(ClientRecord)
+            record.__dict__.update(
+                _id=self.originator_id,
+                _version=self.originator_version,
+                _created_on=self.timestamp,
+                _modified_on=self.timestamp,
+                _pending_events=[],
+                tenant_id=self.tenant_id,
+                record_ref=self.record_ref,
+                jurisdiction=self.jurisdiction,
+                fact_count=self.fact_count,
+                erased=self.erased,
+                # Stored facts skip the edge-only checks, as every stored event does.
+                legal_facts=tuple(
+                    facts.FACT_TYPES_BY_NAME[f["type"]].model_validate(f, context=facts.STORED)
+                    for f in self.legal_facts
+                ),
+            )
+            return record
+
     @classmethod
     def register(cls, id: UUID, tenant_id: str, record_ref: str) -> "ClientRecord":
         """Start the stream of a record the service has not seen before."""
@@ -177,6 +228,7 @@ _STABLE: tuple[type[ClientRecord.Event], ...] = (
     ClientRecord.Registered,
     ClientRecord.Redacted,
     ClientRecord.RedactedRegistration,
+    ClientRecord.Snapshot,
     *EVENT_CLASS_BY_TYPE.values(),
 )
 for _cls in _STABLE:

@@ -70,7 +70,6 @@ class ApiKeyStore:
 
     def __init__(self, database: Database) -> None:
         self._db = database
-        database.create_tables(API_KEY_TABLES)
 
     def create(self, tenant_id: str, roles: set[Role], label: str | None = None) -> tuple[str, str]:
         """Make a key; returns (key id, the full token). The token is never stored."""

@@ -37,8 +37,8 @@ _fail = fail
 
 
 def _load_demo(as_json: bool) -> dict[str, int | str]:
+    from service.application.ingest import Submission
     from service.demo import DEMO_TENANT, demo_submissions
-    from service.storage.app import Submission
 
     submissions = list(demo_submissions())
     services, made = open_creating(load_settings())
@@ -49,7 +49,7 @@ def _load_demo(as_json: bool) -> dict[str, int | str]:
         with Progress(console=err, transient=True, disable=as_json) as progress:
             task = progress.add_task("Loading the demo scenarios", total=len(submissions))
             for record_ref, fact in submissions:
-                _, new = services.audit.record_facts(
+                _, new = services.ingest.record_facts(
                     DEMO_TENANT, [Submission(record_ref=record_ref, fact=fact)]
                 )
                 created += int(new)

@@ -3,12 +3,13 @@
 from dataclasses import dataclass
 
 from domain.policy.rulesets import BUILTIN_RULES, Rulebook
+from service.application.ingest import Ingest
 from service.auth import ApiKeyStore
-from service.integrity.jobs import EXPORT_TABLES
 from service.integrity.log import TenantLog
 from service.integrity.signing import LogKeyring
 from service.projector import Projector
 from service.reads import ReadLog
+from service.schema import create_service_tables
 from service.settings import Settings
 from service.storage.app import AuditLog
 from service.storage.crypto import MasterKey
@@ -23,6 +24,7 @@ class Services:
 
     settings: Settings
     audit: AuditLog
+    ingest: Ingest
     keys: ApiKeyStore
     log: TenantLog
     projector: Projector
@@ -31,12 +33,14 @@ class Services:
     def shred_record(self, tenant_id: str, record_ref: str) -> bool:
         """Crypto-shred a record: destroy its key and purge its read-model rows."""
         destroyed = self.audit.shred_record(tenant_id, record_ref)
+        self.ingest.forget(self.audit.record_id(tenant_id, record_ref))
         with self.audit.db.transaction() as cursor:
             self.projector.model.purge(cursor, self.audit.record_id(tenant_id, record_ref))
         return destroyed
 
     def close(self) -> None:
-        """Close connection pools."""
+        """Answer what is being written, then close connection pools."""
+        self.ingest.close()
         self.audit.close()
 
 
@@ -56,17 +60,16 @@ def build_services(settings: Settings, *, create: bool = True) -> Services:
         create=create and (settings.create_master_key or not settings.uses_postgres),
     )
     rulebook = Rulebook.load(settings.rules_dir or BUILTIN_RULES)
-    audit = AuditLog(
-        settings.eventsourcing_env(), master, rulebook, write_attempts=settings.write_attempts
-    )
+    audit = AuditLog(settings.eventsourcing_env(), master, rulebook)
+    create_service_tables(audit.db)
+    ingest = Ingest(audit, rulebook, write_attempts=settings.write_attempts)
     log = TenantLog(
         audit.db,
         audit.keyring,
         LogKeyring(settings.log_keys_path, settings.log_origin, may_create=create),
         settings.log_origin,
     )
-    audit.db.create_tables(EXPORT_TABLES)
-    projector = Projector(audit, rulebook, settings.projection_page_size)
+    projector = Projector(audit, rulebook, settings.projection_page_size, saved=ingest.saved)
     projector.prepare()
     return Services(
         settings=settings,
@@ -74,5 +77,6 @@ def build_services(settings: Settings, *, create: bool = True) -> Services:
         keys=ApiKeyStore(audit.db),
         log=log,
         projector=projector,
+        ingest=ingest,
         reads=ReadLog(audit.db, master),
     )

@@ -19,7 +19,8 @@ both stores, and a larger number reaching SQLite would overflow (a 500) instead 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer da_…`")
 
 
-def _services(request: Request) -> Services:
+async def _services(request: Request) -> Services:
+    # async: FastAPI runs a sync dependency in the thread pool, a hop per request for nothing.
     services: Services = request.app.state.services
     return services
 

@@ -19,7 +19,7 @@ from domain.errors import (
     RecordErasedError,
     RecordNotFoundError,
 )
-from service.storage.app import WriteContentionError
+from service.application.ingest import WriteContentionError
 from service.telemetry import STORE_UNAVAILABLE
 
 __all__ = ["PROBLEM_JSON", "SECURITY_HEADERS", "install_error_handlers", "problem"]

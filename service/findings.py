@@ -14,9 +14,9 @@ from domain import facts
 from domain.errors import RecordErasedError
 from domain.record import ClientRecord
 from domain.vocabulary import ActorRole, FindingResolution
+from service.application.ingest import Receipt, Submission
 from service.auth import Principal
 from service.container import Services
-from service.storage.app import Receipt, Submission
 
 __all__ = ["SOURCE_SYSTEM", "FindingNotFoundError", "acknowledge_finding"]
 
@@ -81,7 +81,7 @@ def acknowledge_finding(
         resolution=resolution,
         note=note,
     )
-    receipts, _ = services.audit.record_facts(
+    receipts, _ = services.ingest.record_facts(
         principal.tenant_id, [Submission(record_ref=record.record_ref, fact=fact)]
     )
     return Acknowledgement(fact=fact, receipt=receipts[0])

@@ -14,14 +14,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import InterfaceError, OperationalError
-from psycopg.sql import SQL, Identifier
+from eventsourcing.persistence import InterfaceError, Notification, OperationalError
 
 from domain import facts
 from domain.policy.rulesets import Rulebook
@@ -29,12 +29,12 @@ from domain.record import ClientRecord
 from projections import held
 from projections.model import ReadModel
 from projections.schema import SCHEMA_VERSION, TABLES, create, drop
-from service.storage.app import AuditLog
 from service.storage.crypto import open_state, seal_state
-from service.storage.sql import SqlCursor, as_datetime
+from service.storage.sql import Database, SqlCursor
+from service.storage.tenant_log import TenantLogTable
 from service.telemetry import record_projection_lag, record_projection_stall, span
 
-__all__ = ["IDLE_POLL", "Projector", "StaleReadError", "TenantStalledError"]
+__all__ = ["IDLE_POLL", "EventFeed", "Projector", "StaleReadError", "TenantStalledError"]
 
 IDLE_POLL = 0.05
 # Refresh the planner's statistics of the read models once this many events were applied
@@ -76,6 +76,30 @@ class TenantStalledError(StaleReadError):
         self.position = position
 
 
+class EventFeed(Protocol):
+    """What the projector needs from the event store (``AuditLog`` implements it): the log in
+    notification order, events opened, records' keys and histories, and where events sit."""
+
+    db: Database
+    tenant_log: TenantLogTable
+
+    def notifications(
+        self, start: int, limit: int, stop: int | None = None
+    ) -> Sequence[Notification]: ...
+
+    def last_notification_id(self) -> int: ...
+
+    def to_event(self, notification: Notification) -> ClientRecord.Event: ...
+
+    def history(self, record: UUID, up_to_version: int) -> Sequence[ClientRecord.Event]: ...
+
+    def key_of(self, record: UUID) -> bytes | None: ...
+
+    def blind(self, value: str) -> bytes: ...
+
+    def listening(self) -> AbstractContextManager[Any]: ...
+
+
 @dataclass
 class _Planned:
     """One event of a page: where it sits in the log, and the event once it mapped."""
@@ -87,11 +111,11 @@ class _Planned:
 
 
 class _History:
-    def __init__(self, audit: AuditLog) -> None:
-        self._audit = audit
+    def __init__(self, feed: EventFeed) -> None:
+        self._feed = feed
 
     def facts(self, record: UUID, up_to_version: int) -> list[tuple[int, facts.FactBase]]:
-        events = self._audit.events.get(record, lte=up_to_version)
+        events = self._feed.history(record, up_to_version)
         return [
             (e.originator_version, e.fact)
             for e in events
@@ -100,23 +124,23 @@ class _History:
 
 
 class _Sealer:
-    def __init__(self, audit: AuditLog) -> None:
-        self._audit = audit
+    def __init__(self, feed: EventFeed) -> None:
+        self._feed = feed
 
     def seal(self, record: UUID, data: bytes) -> bytes:
-        key = self._audit.keyring.find(record)
+        key = self._feed.key_of(record)
         if key is None:
             raise KeyError(f"record {record} has no key")
         return seal_state(key, data, record=record, version=0, topic=_TOPIC, recorded_at=_EPOCH)
 
     def open(self, record: UUID, data: bytes) -> bytes | None:
-        key = self._audit.keyring.find(record)
+        key = self._feed.key_of(record)
         if key is None:
             return None
         return open_state(key, data, record=record, version=0, topic=_TOPIC)
 
     def blind(self, value: str) -> bytes:
-        return self._audit.blind(value)
+        return self._feed.blind(value)
 
 
 class Projector:
@@ -124,18 +148,22 @@ class Projector:
 
     def __init__(
         self,
-        audit: AuditLog,
+        feed: EventFeed,
         rulebook: Rulebook,
         page_size: int = 200,
         analyze_after: int = ANALYZE_AFTER,
+        *,
+        saved: threading.Event | None = None,
     ) -> None:
-        self.audit = audit
+        self.feed = feed
+        # Set by the writer after every commit, to wake an embedded (SQLite) worker at once.
+        self._saved = saved or threading.Event()
         self._page_size = page_size
         self._analyze_after = analyze_after
         self._unanalyzed = 0
-        self.sealer = _Sealer(audit)
+        self.sealer = _Sealer(feed)
         self._rulebook = rulebook
-        self.model = ReadModel(rulebook, _History(audit), self.sealer)
+        self.model = ReadModel(rulebook, _History(feed), self.sealer)
         self._progress = threading.Condition()
         self._next_retry = 0.0
 
@@ -143,7 +171,7 @@ class Projector:
         """Create the tables; rebuild them if their schema version changed (or ``fresh``).
         True if rebuilt. Dropping and re-creating is one transaction, so a worker running
         beside never sees the tables missing."""
-        with self.audit.db.transaction() as cursor:
+        with self.feed.db.transaction() as cursor:
             if fresh:
                 drop(cursor)
             create(cursor)
@@ -161,12 +189,12 @@ class Projector:
                 " VALUES (%s, 0, %s)",
                 (NAME, SCHEMA_VERSION),
             )
-        self.model = ReadModel(self._rulebook, _History(self.audit), self.sealer)
+        self.model = ReadModel(self._rulebook, _History(self.feed), self.sealer)
         return fresh or row is not None
 
     def processed(self) -> int:
         """The last notification id applied to the read models."""
-        with self.audit.db.transaction(commit=False) as cursor:
+        with self.feed.db.transaction(commit=False) as cursor:
             row = cursor.fetchone(
                 "SELECT notification_id FROM pv_tracking WHERE projection = %s", (NAME,)
             )
@@ -179,28 +207,23 @@ class Projector:
         events are held (``projections/held.py``) and the page goes on for every other tenant.
         """
         start = self.processed()
-        notifications = self.audit.recorder.select_notifications(
-            start=start + 1, limit=self._page_size
-        )
+        notifications = self.feed.notifications(start + 1, self._page_size)
         if not notifications:
             return 0
         last = notifications[-1].id
-        with self.audit.db.transaction(commit=False) as cursor:
-            rows = cursor.fetchall(
-                "SELECT notification_id, tenant_id, position FROM da_tenant_log"
-                " WHERE notification_id > %s AND notification_id <= %s",
-                (start, last),
-            )
+        logged = self.feed.tenant_log.page(start, last)
+        with self.feed.db.transaction(commit=False) as cursor:
             known = held.stalls(cursor)
-        logged = {int(r["notification_id"]): (r["tenant_id"], int(r["position"])) for r in rows}
-        page = [_Planned(n.id, *logged[n.id]) for n in notifications]
+        page = [
+            _Planned(n.id, logged[n.id].tenant_id, logged[n.id].position) for n in notifications
+        ]
         failed = self._prepare_page(page, notifications, set(known))
         try:
             stalls = self._apply_page(start, last, page, failed, set(known), guarded=False)
         except _ApplyError:
             # An event failed to apply: redo the page with one savepoint per event, so only
             # its tenant stops. Done only then, since savepoints cost a round trip each.
-            self.model = ReadModel(self._rulebook, _History(self.audit), self.sealer)
+            self.model = ReadModel(self._rulebook, _History(self.feed), self.sealer)
             stalls = self._apply_page(start, last, page, failed, set(known), guarded=True)
         if stalls is None:
             return 0
@@ -234,7 +257,7 @@ class Projector:
         stalls: list[tuple[_Planned, str]] = []
         with (
             span("projection.process", {"projection.name": NAME, "events.count": len(page)}),
-            self.audit.db.transaction() as cursor,
+            self.feed.db.transaction() as cursor,
         ):
             lock = " FOR UPDATE" if cursor.dialect == "postgres" else ""
             row = cursor.fetchone(
@@ -283,7 +306,7 @@ class Projector:
             if planned.tenant in blocked:
                 continue
             try:
-                planned.event = self.audit.mapper.to_domain_event(notification)
+                planned.event = self.feed.to_event(notification)
             except Exception as error:
                 failed[planned.id] = type(error).__name__
                 blocked.add(planned.tenant)
@@ -296,7 +319,7 @@ class Projector:
         for record, planned in newest.items():
             try:
                 self.model.legal_history(record, cast(Any, planned.event).originator_version)
-                self.audit.keyring.find(record)
+                self.feed.key_of(record)
             except Exception as error:
                 # The record's history does not load: stop its tenant at its first event here.
                 culprit = first[record]
@@ -314,7 +337,7 @@ class Projector:
             cursor.execute("ROLLBACK TO SAVEPOINT apply_event")
             cursor.execute("RELEASE SAVEPOINT apply_event")
             # The model's record cache may hold half of this event: start it afresh.
-            self.model = ReadModel(self._rulebook, _History(self.audit), self.sealer)
+            self.model = ReadModel(self._rulebook, _History(self.feed), self.sealer)
             return type(error).__name__
         cursor.execute("RELEASE SAVEPOINT apply_event")
         return None
@@ -322,7 +345,7 @@ class Projector:
     def retry_stalled(self, limit: int = 200) -> int:
         """Try the held events of every stalled tenant again, in order; returns how many were
         applied. A tenant whose held events all apply is no longer stalled."""
-        with self.audit.db.transaction(commit=False) as cursor:
+        with self.feed.db.transaction(commit=False) as cursor:
             tenants = held.stalls(cursor)
         applied = 0
         for tenant in tenants:
@@ -330,27 +353,25 @@ class Projector:
         return applied
 
     def _retry_tenant(self, tenant: str, limit: int) -> int:
-        with self.audit.db.transaction(commit=False) as cursor:
+        with self.feed.db.transaction(commit=False) as cursor:
             waiting = held.held_for(cursor, tenant, limit)
         page: list[_Planned] = []
         for entry in waiting:
-            found = self.audit.recorder.select_notifications(
-                start=entry.notification_id, stop=entry.notification_id, limit=1
-            )
+            found = self.feed.notifications(entry.notification_id, 1, stop=entry.notification_id)
             page.append(_Planned(entry.notification_id, tenant, entry.position))
             if not found:
                 break
             try:
-                page[-1].event = self.audit.mapper.to_domain_event(found[0])
+                page[-1].event = self.feed.to_event(found[0])
                 if isinstance(page[-1].event, ClientRecord.FactRecorded):
                     event = page[-1].event
                     self.model.legal_history(event.originator_id, event.originator_version)
-                    self.audit.keyring.find(event.originator_id)
+                    self.feed.key_of(event.originator_id)
             except Exception:
                 page[-1].event = None
                 break
         applied: list[int] = []
-        with self.audit.db.transaction() as cursor:
+        with self.feed.db.transaction() as cursor:
             lock = " FOR UPDATE" if cursor.dialect == "postgres" else ""
             cursor.fetchone(
                 "SELECT notification_id FROM pv_tracking WHERE projection = %s" + lock,  # noqa: S608
@@ -377,7 +398,7 @@ class Projector:
 
     def stalls(self) -> list[held.Stall]:
         """The stalled tenants, each with the position and error type that stopped it."""
-        with self.audit.db.transaction(commit=False) as cursor:
+        with self.feed.db.transaction(commit=False) as cursor:
             return sorted(held.stalls(cursor).values(), key=lambda s: s.tenant_id)
 
     def analyze(self) -> None:
@@ -389,7 +410,7 @@ class Projector:
         planner uses them too.
         """
         started = time.perf_counter()
-        with self.audit.db.transaction() as cursor:
+        with self.feed.db.transaction() as cursor:
             if cursor.dialect == "sqlite":
                 cursor.execute("PRAGMA analysis_limit = 1000")  # sample, as PostgreSQL does
             for table in TABLES:
@@ -411,16 +432,11 @@ class Projector:
         """
         if done is None:
             done = self.processed()
-        top = self.audit.recorder.max_notification_id() or 0
-        with self.audit.db.transaction(commit=False) as cursor:
-            row = cursor.fetchone(
-                "SELECT recorded_at FROM da_tenant_log WHERE notification_id > %s"
-                " ORDER BY notification_id LIMIT 1",
-                (done,),
-            )
-        if row is None or top <= done:
+        top = self.feed.last_notification_id()
+        first = self.feed.tenant_log.first_after(done)
+        if first is None or top <= done:
             return 0, 0.0
-        oldest = as_datetime(row["recorded_at"])
+        oldest = first.recorded_at
         return top - done, max(0.0, (datetime.now(UTC) - oldest).total_seconds())
 
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
@@ -430,7 +446,7 @@ class Projector:
         the read models have reached the end of the log as it was when called. ``progress`` is
         told (notification id applied, target) after every page.
         """
-        target = self.audit.recorder.max_notification_id() or 0
+        target = self.feed.last_notification_id()
         total = 0
         while True:
             applied = self.step()
@@ -453,14 +469,14 @@ class Projector:
 
     def run(self, stop: threading.Event) -> None:
         """Keep the read models current until ``stop`` is set."""
-        if self.audit.db.dialect == "postgres":
+        if self.feed.db.dialect == "postgres":
             self._run_listening(stop)
             return
         while not stop.is_set():
             try:
                 if self.step() == 0 and self._retry_due() == 0:
-                    self.audit.saved.wait(IDLE_POLL)
-                    self.audit.saved.clear()
+                    self._saved.wait(IDLE_POLL)
+                    self._saved.clear()
             except Exception:  # keep serving reads; the next loop retries the same page
                 _log.exception("projection step failed; retrying")
                 stop.wait(1.0)
@@ -468,12 +484,9 @@ class Projector:
     def _run_listening(self, stop: threading.Event) -> None:
         """PostgreSQL: sleep until the events table's NOTIFY (every insert sends one), so new
         events from any process are applied at once; a short timeout still bounds the wait."""
-        datastore = cast(Any, self.audit.factory).datastore
-        channel = cast(Any, self.audit.recorder).channel_name
         while not stop.is_set():
             try:
-                with datastore.get_connection() as conn:
-                    conn.execute(SQL("LISTEN {0}").format(Identifier(channel)))
+                with self.feed.listening() as conn:
                     while not stop.is_set():
                         if self.step() == 0 and self._retry_due() == 0:
                             for _ in conn.notifies(timeout=LISTEN_TIMEOUT, stop_after=1):
@@ -492,15 +505,11 @@ class Projector:
     def wait_for(self, tenant_id: str, position: int, timeout: float) -> None:
         """Return once the read models include the tenant's ``position``; else StaleReadError
         (at once when the tenant is stalled at or before it: waiting would not help)."""
-        with self.audit.db.transaction(commit=False) as cursor:
-            row = cursor.fetchone(
-                "SELECT notification_id FROM da_tenant_log WHERE tenant_id = %s AND position = %s",
-                (tenant_id, position),
-            )
-        if row is None:
+        placed = self.feed.tenant_log.at(tenant_id, position)
+        if placed is None:
             raise StaleReadError(f"position {position} is not in the log")
         self._check_not_stalled(tenant_id, position)
-        target = int(row["notification_id"])
+        target = placed.notification_id
         deadline = time.monotonic() + timeout
         delay = 0.002
         while self.processed() < target:
@@ -513,7 +522,7 @@ class Projector:
         self._check_not_stalled(tenant_id, position)  # it may have been held meanwhile
 
     def _check_not_stalled(self, tenant_id: str, position: int) -> None:
-        with self.audit.db.transaction(commit=False) as cursor:
+        with self.feed.db.transaction(commit=False) as cursor:
             stalled_at = held.stall_of(cursor, tenant_id)
         if stalled_at is not None and stalled_at <= position:
             raise TenantStalledError(stalled_at)

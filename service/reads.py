@@ -38,7 +38,6 @@ class ReadLog:
     def __init__(self, db: Database, master: MasterKey) -> None:
         self._db = db
         self._key = master.derive("audit-reads")
-        db.create_tables(READ_TABLES)
 
     def record(self, principal: Principal, route: str, filters: dict[str, Any]) -> None:
         """Record one read by ``principal`` of ``route`` with ``filters`` (None values dropped)."""

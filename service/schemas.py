@@ -19,7 +19,8 @@ from typing_extensions import TypeAliasType
 from domain import facts
 from domain.record import ClientRecord
 from domain.vocabulary import FindingResolution
-from service.storage.app import Receipt, StoredEvent
+from service.application.ingest import Receipt
+from service.storage.app import StoredEvent
 
 __all__ = [
     "INGEST_FACT_TYPES",

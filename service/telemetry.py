@@ -17,7 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import View
@@ -34,8 +36,8 @@ from opentelemetry.util.types import AttributeValue
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from service.application.ingest import Receipt, Submission
     from service.settings import Settings
-    from service.storage.app import Receipt, Submission
 
 __all__ = [
     "EXPORT_DURATION",
@@ -100,6 +102,7 @@ SAFE_ATTRIBUTES: frozenset[str] = frozenset(
         "tenant.id",
         "event.type",
         "events.count",
+        "requests.count",
         "ingest.outcome",
         "rule.id",
         "finding.severity",
@@ -385,6 +388,36 @@ def span(name: str, attributes: Mapping[str, AttributeValue] | None = None) -> I
     """
     with _tracer.start_as_current_span(
         name, attributes=safe_attributes(attributes), record_exception=False
+    ) as current:
+        try:
+            yield current
+        except BaseException as error:
+            current.add_event("exception", {"exception.type": type(error).__name__})
+            raise
+
+
+def current_context() -> Context:
+    """The calling thread's trace context, to carry work over to another thread."""
+    return otel_context.get_current()
+
+
+@contextmanager
+def group_span(
+    name: str, contexts: Sequence[Context], attributes: Mapping[str, AttributeValue]
+) -> Iterator[Span]:
+    """A span for work done once for many requests (a group commit): a child of the first
+    request's span, and linked to every request's span, so each trace shows its commit."""
+    links = []
+    for carried in contexts:
+        linked = trace.get_current_span(carried).get_span_context()
+        if linked.is_valid:
+            links.append(Link(linked))
+    with _tracer.start_as_current_span(
+        name,
+        context=contexts[0] if contexts else None,
+        links=links,
+        attributes=safe_attributes(attributes),
+        record_exception=False,
     ) as current:
         try:
             yield current

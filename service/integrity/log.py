@@ -18,8 +18,8 @@ from domain import merkle
 from service.integrity.signing import LogKeyring, sign_note
 from service.storage.crypto import open_state
 from service.storage.keyring import RecordKeyring
-from service.storage.sql import Database, Dialect, as_datetime, as_uuid
-from service.storage.tenant_log import LEAF_TOPIC, tenant_size
+from service.storage.sql import Database, Dialect, as_uuid
+from service.storage.tenant_log import LEAF_TOPIC, TenantLogTable
 
 __all__ = ["CHECKPOINT_TABLES", "Checkpoint", "LogEntry", "SplitViewError", "TenantLog"]
 
@@ -76,10 +76,10 @@ class TenantLog:
         self, db: Database, keyring: RecordKeyring, log_keys: LogKeyring, origin_prefix: str
     ) -> None:
         self._db = db
+        self._table = TenantLogTable(db)
         self._keyring = keyring
         self.log_keys = log_keys
         self._origin_prefix = origin_prefix
-        db.create_tables(CHECKPOINT_TABLES)
 
     def origin(self, tenant_id: str) -> str:
         """The checkpoint origin line of a tenant's log."""
@@ -87,32 +87,21 @@ class TenantLog:
 
     def size(self, tenant_id: str) -> int:
         """How many leaves the tenant's tree has."""
-        return tenant_size(self._db, tenant_id)
+        return self._table.size(tenant_id)
 
     def leaf_hashes(self, tenant_id: str, size: int) -> list[bytes]:
         """The first ``size`` leaf hashes, in order."""
-        with self._db.transaction(commit=False) as cursor:
-            rows = cursor.fetchall(
-                "SELECT leaf_hash FROM da_tenant_log WHERE tenant_id = %s AND position <= %s"
-                " ORDER BY position",
-                (tenant_id, size),
-            )
-        return [bytes(r["leaf_hash"]) for r in rows]
+        return [leaf for _, leaf in self._table.leaf_hashes(tenant_id, 0, size, max(size, 1))]
 
     def iter_leaf_hashes(self, tenant_id: str, size: int) -> Iterator[bytes]:
         """The first ``size`` leaf hashes, in order, read in pages (flat memory)."""
         last = 0
         while last < size:
-            with self._db.transaction(commit=False) as cursor:
-                rows = cursor.fetchall(
-                    "SELECT position, leaf_hash FROM da_tenant_log WHERE tenant_id = %s"
-                    " AND position > %s AND position <= %s ORDER BY position LIMIT 10000",
-                    (tenant_id, last, size),
-                )
-            if not rows:
+            page = self._table.leaf_hashes(tenant_id, last, size, 10000)
+            if not page:
                 return
-            last = int(rows[-1]["position"])
-            yield from (bytes(r["leaf_hash"]) for r in rows)
+            last = page[-1][0]
+            yield from (leaf for _, leaf in page)
 
     def checkpoint(self, tenant_id: str, *, create_key: bool = True) -> Checkpoint:
         """A signed checkpoint of the tenant's tree at its current size."""
@@ -152,12 +141,7 @@ class TenantLog:
 
     def position_of(self, tenant_id: str, event_id: UUID) -> int | None:
         """The position of a client event in the tenant log."""
-        with self._db.transaction(commit=False) as cursor:
-            row = cursor.fetchone(
-                "SELECT position FROM da_tenant_log WHERE tenant_id = %s AND event_id = %s",
-                (tenant_id, event_id),
-            )
-        return int(row["position"]) if row else None
+        return self._table.position_of_event(tenant_id, event_id)
 
     def entries(
         self, tenant_id: str, size: int, records: set[UUID] | None = None
@@ -165,13 +149,7 @@ class TenantLog:
         """Leaves 1..size in order, in pages, opened with their record keys where they exist."""
         last = 0
         while last < size:
-            with self._db.transaction(commit=False) as cursor:
-                rows = cursor.fetchall(
-                    "SELECT position, record_id, originator_version, leaf_hash, leaf_entry,"
-                    " receipt FROM da_tenant_log WHERE tenant_id = %s AND position > %s"
-                    " AND position <= %s ORDER BY position LIMIT 1000",
-                    (tenant_id, last, size),
-                )
+            rows = self._table.leaves(tenant_id, last, size, 1000)
             if not rows:
                 return
             for row in rows:
@@ -196,9 +174,5 @@ class TenantLog:
 
     def recorded_at(self, tenant_id: str, position: int) -> datetime | None:
         """When the event at a position was recorded."""
-        with self._db.transaction(commit=False) as cursor:
-            row = cursor.fetchone(
-                "SELECT recorded_at FROM da_tenant_log WHERE tenant_id = %s AND position = %s",
-                (tenant_id, position),
-            )
-        return as_datetime(row["recorded_at"]) if row else None
+        placement = self._table.at(tenant_id, position)
+        return placement.recorded_at if placement else None

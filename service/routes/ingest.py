@@ -5,10 +5,10 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Path, Response
 
 from domain import facts
+from service.application.ingest import Submission
 from service.auth import Principal, Role
 from service.deps import ServicesDep, require
 from service.schemas import BatchReceipts, BatchRequest, IngestFact, Problem, ReceiptOut
-from service.storage.app import Submission
 from service.telemetry import observe_ingest
 
 __all__ = ["router"]
@@ -52,7 +52,7 @@ def post_event(
     """Store one fact. 201 once durable; 200 with the original receipt for a repeat."""
     submissions = [Submission(record_ref=record_ref, fact=fact)]
     with observe_ingest(principal.tenant_id, submissions) as observed:
-        receipts, created = services.audit.record_facts(principal.tenant_id, submissions)
+        receipts, created = services.ingest.record_facts(principal.tenant_id, submissions)
         observed.stored(receipts, created)
     response.status_code = 201 if created else 200
     return ReceiptOut.of(receipts[0])
@@ -83,7 +83,7 @@ def post_events_batch(
         for item in batch.events
     ]
     with observe_ingest(principal.tenant_id, submissions) as observed:
-        receipts, created = services.audit.record_facts(principal.tenant_id, submissions)
+        receipts, created = services.ingest.record_facts(principal.tenant_id, submissions)
         observed.stored(receipts, created)
     response.status_code = 201 if created else 200
     return BatchReceipts(receipts=[ReceiptOut.of(r) for r in receipts])

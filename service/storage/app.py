@@ -1,78 +1,43 @@
-"""The event-sourced application: records facts idempotently and reads a record's stream back.
+"""The event store of client records: per-record encryption, the tenant log, snapshots.
 
-Concurrency model: a write loads the record (from the aggregate cache, fast-forwarded), appends,
-and saves with an optimistic version check. When another writer won the race for the same record
-(or the same event id), the whole attempt is redone from the idempotency check, so concurrent
-clients all succeed and each fact is stored once.
+This is storage only. Deciding what to store (idempotency, judging, grouping concurrent
+requests into one commit) is the ingest use case's job (``service/application/ingest.py``);
+the projector reads through the narrow ``EventFeed`` port this class also implements.
 """
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
-import random
-import secrets
-import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Mapper
+from eventsourcing.persistence import IntegrityError, Mapper, Notification
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
+from psycopg.sql import SQL, Identifier
 
-from domain import facts
-from domain.errors import EventIdReusedError, RecordErasedError, RecordNotFoundError
-from domain.policy.engine import Judgment, judge_on_record
+from domain.errors import RecordErasedError, RecordNotFoundError
 from domain.policy.rulesets import Rulebook
-from domain.record import ClientRecord, check_not_in_future, record_id
+from domain.record import ClientRecord, record_id
 from service.storage.crypto import MasterKey, open_state, seal_state
-from service.storage.keyring import KEYRING_TABLES, RecordKeyring
+from service.storage.keyring import RecordKeyring
 from service.storage.mapper import RecordCipherMapper
-from service.storage.sql import Database, as_datetime, as_uuid
-from service.storage.tenant_log import (
-    TENANT_LOG_TABLES,
-    FactEntry,
-    LeafEntry,
-    LogWrite,
-    tenant_size,
-)
+from service.storage.sql import Database
+from service.storage.tenant_log import LogWrite, Placement, TenantLogTable
 
-__all__ = ["AuditLog", "Receipt", "StoredEvent", "Submission", "WriteContentionError"]
+__all__ = ["SNAPSHOT_INTERVAL", "AuditLog", "StoredEvent"]
 
+SNAPSHOT_INTERVAL = 100
+"""A record's state is snapshotted every this many events, so that loading it after a restart
+reads at most this many events after the snapshot, however long the record is."""
 
 _JUDGMENT_TOPIC = "client-record/judgment"
-
-
-class WriteContentionError(Exception):
-    """Raised when a write lost the race for its record more often than allowed."""
-
-
-@dataclass(frozen=True)
-class Submission:
-    """One fact for one record, as posted by a clinical system."""
-
-    record_ref: str
-    fact: facts.FactBase
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """Proof that a fact is stored, with the policy engine's judgment of it at ingest."""
-
-    event_id: UUID
-    record_ref: str
-    position: int
-    recorded_at: datetime
-    findings: tuple[dict[str, Any], ...]
-    accountable: bool | None
-    excess_categories: tuple[str, ...]
-    ruleset: str | None
 
 
 @dataclass(frozen=True)
@@ -84,69 +49,22 @@ class StoredEvent:
     event: ClientRecord.Event
 
 
-def _judgment_dict(judgment: Judgment | None) -> dict[str, Any]:
-    if judgment is None:  # the judgment was sealed with a record key since destroyed
-        return {"findings": [], "accountable": None, "excess_categories": [], "ruleset": None}
-    return {
-        "findings": [f.as_dict() for f in judgment.findings],
-        "accountable": judgment.accountable,
-        "excess_categories": [c.value for c in judgment.excess_categories],
-        "ruleset": judgment.ruleset,
-    }
-
-
-def leaf_content(event: Any) -> dict[str, Any]:
-    """What a Merkle leaf commits to for one stored event, with a random salt.
-
-    The salt keeps a bare leaf hash from being matched against guessed contents; it is sealed
-    with the rest of the leaf, so after crypto-shredding only the hash remains.
-    """
-    content: dict[str, Any] = {
-        "type": type(event).TOPIC.rsplit("/", 1)[-1],
-        "record_ref": event.record_ref,
-        "recorded_at": event.timestamp.isoformat(),
-        "salt": base64.b64encode(secrets.token_bytes(16)).decode(),
-    }
-    if isinstance(event, ClientRecord.FactRecorded):
-        content["type"] = type(event.fact).__name__
-        content["event"] = event.fact.model_dump(mode="json", exclude_none=True)
-    else:
-        content["type"] = "RecordRegistered"
-    return content
-
-
-def _receipt(
-    submission: Submission, position: int, recorded_at: datetime, judgment: dict[str, Any]
-) -> Receipt:
-    return Receipt(
-        event_id=submission.fact.event_id,
-        record_ref=submission.record_ref,
-        position=position,
-        recorded_at=recorded_at,
-        findings=tuple(judgment["findings"]),
-        accountable=judgment["accountable"],
-        excess_categories=tuple(judgment["excess_categories"]),
-        ruleset=judgment["ruleset"],
-    )
-
-
 class AuditLog(Application[UUID]):
     """Client-record streams in one store, with per-record encryption and a tenant log."""
 
     name = "audit"
+    is_snapshotting_enabled = True  # written by us after a commit, not by the library's save
 
-    def __init__(
-        self, env: dict[str, str], master_key: MasterKey, rulebook: Rulebook, *, write_attempts: int
-    ) -> None:
+    def __init__(self, env: dict[str, str], master_key: MasterKey, rulebook: Rulebook) -> None:
+        # The rules stored facts are judged by; readers that judge again (the accounting, the
+        # export) take them from here, so that every judgment of a store uses the same rules.
         self.rulebook = rulebook
         self._master = master_key
         self._pseudonym_key = master_key.derive("record-id")
         self._digest_key = master_key.derive("content-digest")
         self._blind_key = master_key.derive("blind-index")
-        self.saved = threading.Event()  # set after every write: wakes an in-process projector
-        self._write_attempts = write_attempts
         super().__init__(env=env)
-        self.db.create_tables(TENANT_LOG_TABLES)
+        self.tenant_log = TenantLogTable(self.db)
 
     def construct_mapper(self) -> Mapper[UUID]:
         """Our mapper, which needs the keyring, which needs the factory's connection pool."""
@@ -154,9 +72,10 @@ class AuditLog(Application[UUID]):
         if not isinstance(datastore, SQLiteDatastore | PostgresDatastore):
             raise TypeError("the audit log runs on SQLite or PostgreSQL only")
         self.db = Database(datastore)
-        self.db.create_tables(KEYRING_TABLES)
         self.keyring = RecordKeyring(self.db, self._master)
         return RecordCipherMapper(self.keyring)
+
+    # Keys and identifiers -----------------------------------------------------------------
 
     def blind(self, value: str) -> bytes:
         """A keyed digest of a normalised name: read models filter on it, never on the name."""
@@ -167,89 +86,26 @@ class AuditLog(Application[UUID]):
         """The stream id of a tenant's record."""
         return record_id(self._pseudonym_key, tenant_id, record_ref)
 
-    def _digest(self, submission: Submission) -> bytes:
-        canonical = json.dumps(
-            {"record_ref": submission.record_ref, "fact": submission.fact.model_dump(mode="json")},
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
-        return hmac.new(self._digest_key, canonical.encode(), hashlib.sha256).digest()
+    def content_digest(self, canonical: bytes) -> bytes:
+        """A keyed digest of a submission's canonical content (idempotency checks)."""
+        return hmac.new(self._digest_key, canonical, hashlib.sha256).digest()
 
-    def record_facts(
-        self, tenant_id: str, submissions: Sequence[Submission]
-    ) -> tuple[list[Receipt], bool]:
-        """Store the submissions atomically; return their receipts and whether anything was new.
+    def key_of(self, record: UUID) -> bytes | None:
+        """The record's data key, or None once it was destroyed."""
+        return self.keyring.find(record)
 
-        Facts already stored with the same content keep their original receipts; an event id
-        reused with different content stores nothing and raises EventIdReusedError.
-        """
-        now = datetime.now(UTC)
-        for index, submission in enumerate(submissions):
-            check_not_in_future(submission.fact, now, index if len(submissions) > 1 else None)
-        unique: dict[UUID, tuple[Submission, bytes]] = {}
-        for submission in submissions:
-            digest = self._digest(submission)
-            seen = unique.get(submission.fact.event_id)
-            if seen is not None and seen[1] != digest:
-                raise EventIdReusedError(str(submission.fact.event_id))
-            unique[submission.fact.event_id] = (submission, digest)
-
-        for attempt in range(self._write_attempts):
-            stored = self._stored_receipts(tenant_id, unique)
-            new = {eid: item for eid, item in unique.items() if eid not in stored}
-            if not new:
-                return [stored[s.fact.event_id] for s in submissions], False
-            try:
-                written = self._write(tenant_id, list(new.values()))
-            except IntegrityError:
-                # Another writer appended to one of these records, or stored one of these event
-                # ids, first. Back off a little, with jitter, and redo the attempt.
-                time.sleep(min(0.05, 0.001 * (attempt + 1)) * random.random())  # noqa: S311
-                continue
-            stored.update(written)
-            return [stored[s.fact.event_id] for s in submissions], True
-        raise WriteContentionError(f"gave up after {self._write_attempts} attempts")
-
-    def _stored_receipts(
-        self, tenant_id: str, unique: dict[UUID, tuple[Submission, bytes]]
-    ) -> dict[UUID, Receipt]:
-        ids = list(unique)
-        found: dict[UUID, Receipt] = {}
-        rows = []
-        with self.db.transaction(commit=False) as cursor:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ", ".join(["%s"] * len(chunk))
-                # Only placeholders are interpolated; values are bound.
-                where = f"WHERE tenant_id = %s AND event_id IN ({marks})"
-                query = f"SELECT * FROM da_tenant_log {where}"  # noqa: S608
-                rows += cursor.fetchall(query, (tenant_id, *chunk))
-        for row in rows:
-            event_id = as_uuid(row["event_id"])
-            submission, digest = unique[event_id]
-            if bytes(row["content_digest"]) != digest:
-                raise EventIdReusedError(str(event_id))
-            judgment = self.open_judgment(
-                as_uuid(row["record_id"]), int(row["originator_version"]), row["receipt"]
-            )
-            found[event_id] = _receipt(
-                submission, int(row["position"]), as_datetime(row["recorded_at"]), judgment
-            )
-        return found
-
-    def _key_of(self, record: UUID) -> bytes:
+    def _key(self, record: UUID) -> bytes:
         key = self.keyring.find(record)
         if key is None:
             raise RecordErasedError(f"record {record} has no data key")
         return key
 
-    def _seal_judgment(
+    def seal_judgment(
         self, record: UUID, version: int, judgment: dict[str, Any], recorded_at: datetime
     ) -> str:
-        # Findings describe what was disclosed: personal data, sealed with the record's key.
+        """Seal a judgment with the record's key: findings describe what was disclosed."""
         sealed = seal_state(
-            self._key_of(record),
+            self._key(record),
             json.dumps(judgment).encode(),
             record=record,
             version=version,
@@ -258,107 +114,140 @@ class AuditLog(Application[UUID]):
         )
         return base64.b64encode(sealed).decode()
 
-    def open_judgment(self, record: UUID, version: int, stored: str) -> dict[str, Any]:
-        """The judgment stored with a fact, or an empty one if the record was shredded."""
+    def open_judgment(self, record: UUID, version: int, stored: str) -> dict[str, Any] | None:
+        """The judgment stored with a fact, or None if the record was shredded."""
         key = self.keyring.find(record)
         if key is None:
-            return _judgment_dict(None)
+            return None
         plain = open_state(
             key, base64.b64decode(stored), record=record, version=version, topic=_JUDGMENT_TOPIC
         )
         loaded: dict[str, Any] = json.loads(plain)
         return loaded
 
-    def _write(self, tenant_id: str, items: list[tuple[Submission, bytes]]) -> dict[UUID, Receipt]:
-        recorded_at = datetime.now(UTC)
-        records: dict[UUID, ClientRecord] = {}
-        entries: dict[tuple[UUID, int], FactEntry] = {}
-        placed: list[tuple[Submission, tuple[UUID, int], dict[str, Any]]] = []
-        for submission, digest in items:
-            rid = self.record_id(tenant_id, submission.record_ref)
-            record = records.get(rid)
-            if record is None:
-                record = self._load_or_register(tenant_id, submission.record_ref, rid, recorded_at)
-                records[rid] = record
-            judgment = _judgment_dict(self.judge(record, submission.fact))
-            record.record(submission.fact, recorded_at)
-            key = (rid, record.version)
-            sealed = self._seal_judgment(rid, record.version, judgment, recorded_at)
-            entries[key] = FactEntry(submission.fact.event_id, digest, sealed)
-            placed.append((submission, key, judgment))
-        leaves = {
-            (rid, event.originator_version): LeafEntry(leaf_content(event), self._key_of(rid))
-            for rid, record in records.items()
-            for event in record.pending_events
-        }
-        log = LogWrite(tenant_id=tenant_id, recorded_at=recorded_at, facts=entries, leaves=leaves)
-        self.save(*records.values(), log=log)
-        self.saved.set()
-        return {
-            submission.fact.event_id: _receipt(
-                submission, log.positions[key], recorded_at, judgment
-            )
-            for submission, key, judgment in placed
-        }
+    # Writing ------------------------------------------------------------------------------
 
-    def judge(self, record: ClientRecord, fact: facts.FactBase) -> Judgment:
-        """The policy engine's verdict on a fact, against the record's history so far."""
-        return judge_on_record(self.rulebook, record.legal_facts, fact)
-
-    def _load_or_register(
-        self, tenant_id: str, record_ref: str, rid: UUID, recorded_at: datetime
-    ) -> ClientRecord:
+    def load(self, record: UUID) -> ClientRecord | None:
+        """A record as last saved (from its latest snapshot and the events after it)."""
         try:
-            return cast(ClientRecord, self.repository.get(rid))
+            return cast(ClientRecord, self.repository.get(record))
         except AggregateNotFoundError:
-            self.keyring.ensure(tenant_id, rid)
-            record = ClientRecord.register(id=rid, tenant_id=tenant_id, record_ref=record_ref)
-            # The registration carries the same recorded_at as the facts saved with it.
-            object.__setattr__(record.pending_events[0], "timestamp", recorded_at)
-            return record
+            return None
+
+    def ensure_key(self, tenant_id: str, record: UUID) -> None:
+        """Create the record's data key if it has none (a new record); warm the key cache."""
+        self.keyring.ensure(tenant_id, record)
+
+    def register(self, tenant_id: str, record_ref: str, recorded_at: datetime) -> ClientRecord:
+        """A new record, not yet saved, whose data key exists."""
+        rid = self.record_id(tenant_id, record_ref)
+        self.keyring.ensure(tenant_id, rid)
+        record = ClientRecord.register(id=rid, tenant_id=tenant_id, record_ref=record_ref)
+        # The registration carries the same recorded_at as the facts saved with it.
+        object.__setattr__(record.pending_events[0], "timestamp", recorded_at)
+        return record
+
+    def append(
+        self, records: Collection[ClientRecord], write: LogWrite
+    ) -> dict[tuple[UUID, int], Placement]:
+        """Save the records' pending events and their tenant-log rows in one transaction.
+
+        Raises the library's IntegrityError, storing nothing, when another writer appended to
+        one of the records (or stored one of the event ids) first. Returns where each new event
+        sits, by (record id, version), and snapshots the records that crossed an interval.
+        """
+        crossed = [
+            r
+            for r in records
+            if r.pending_events
+            and (r.pending_events[0].originator_version - 1) // SNAPSHOT_INTERVAL
+            != r.version // SNAPSHOT_INTERVAL
+        ]
+        recordings = self.save(*records, log=write)
+        placed = self.tenant_log.placements([r.notification.id for r in recordings])
+        if crossed:
+            self.snapshots_put(crossed)
+        return {
+            (r.domain_event.originator_id, r.domain_event.originator_version): placed[
+                r.notification.id
+            ]
+            for r in recordings
+        }
+
+    def snapshots_put(self, records: Sequence[ClientRecord]) -> None:
+        """Store snapshots of saved records (best effort: a missing one only costs replay)."""
+        if self.snapshots is None:
+            return
+        for record in records:
+            # Another process may have snapshotted this version first: the same state.
+            with suppress(IntegrityError):
+                self.snapshots.put([ClientRecord.Snapshot.take(record)])
+
+    # Reading ------------------------------------------------------------------------------
 
     def has_record(self, tenant_id: str, record_ref: str) -> bool:
         """Whether the tenant has any event of this record (one index lookup)."""
-        with self.db.transaction(commit=False) as cursor:
-            row = cursor.fetchone(
-                "SELECT 1 AS found FROM da_tenant_log WHERE tenant_id = %s AND record_id = %s"
-                " LIMIT 1",
-                (tenant_id, self.record_id(tenant_id, record_ref)),
-            )
-        return row is not None
+        return self.tenant_log.has_record(tenant_id, self.record_id(tenant_id, record_ref))
 
     def read_record(self, tenant_id: str, record_ref: str) -> list[StoredEvent]:
         """Every event of a tenant's record with its position; raises if the tenant has none."""
         rid = self.record_id(tenant_id, record_ref)
-        with self.db.transaction(commit=False) as cursor:
-            rows = cursor.fetchall(
-                "SELECT originator_version, position, recorded_at FROM da_tenant_log"
-                " WHERE tenant_id = %s AND record_id = %s ORDER BY originator_version",
-                (tenant_id, rid),
-            )
-        if not rows:
+        placed = self.tenant_log.of_record(tenant_id, rid)
+        if not placed:
             raise RecordNotFoundError(record_ref)
-        placed = {int(r["originator_version"]): r for r in rows}
         events = cast(list[ClientRecord.Event], list(self.events.get(rid)))
         return [
             StoredEvent(
-                position=int(placed[e.originator_version]["position"]),
-                recorded_at=as_datetime(placed[e.originator_version]["recorded_at"]),
+                position=placed[e.originator_version].position,
+                recorded_at=placed[e.originator_version].recorded_at,
                 event=e,
             )
             for e in events
             if e.originator_version in placed
         ]
 
-    def shred_record(self, tenant_id: str, record_ref: str) -> bool:
-        """Destroy a record's data key (crypto-shredding). True if a key was destroyed."""
-        rid = self.record_id(tenant_id, record_ref)
-        destroyed = self.keyring.destroy(rid)
-        if self.repository.cache is not None:
-            with contextlib.suppress(KeyError):
-                self.repository.cache.get(rid, evict=True)
-        return destroyed
-
     def last_position(self, tenant_id: str) -> int:
         """The tenant's latest log position (0 when empty)."""
-        return tenant_size(self.db, tenant_id)
+        return self.tenant_log.size(tenant_id)
+
+    def shred_record(self, tenant_id: str, record_ref: str) -> bool:
+        """Destroy a record's data key (crypto-shredding). True if a key was destroyed.
+
+        Its snapshots go too: sealed with the destroyed key they could not be read, and a
+        record loads from its redacted events instead.
+        """
+        rid = self.record_id(tenant_id, record_ref)
+        destroyed = self.keyring.destroy(rid)
+        snapshots = getattr(self.snapshots, "recorder", None)
+        table = getattr(snapshots, "events_table_name", None)
+        if table is not None:
+            with self.db.transaction() as cursor:
+                cursor.execute(f"DELETE FROM {table} WHERE originator_id = %s", (rid,))  # noqa: S608
+        return destroyed
+
+    # The projector's port (service.projector.EventFeed) -----------------------------------
+
+    def notifications(self, start: int, limit: int, stop: int | None = None) -> list[Notification]:
+        """Stored events from notification id ``start`` on, in order."""
+        return list(self.recorder.select_notifications(start=start, limit=limit, stop=stop))
+
+    def last_notification_id(self) -> int:
+        """The newest notification id (0 when empty)."""
+        return self.recorder.max_notification_id() or 0
+
+    def to_event(self, notification: Notification) -> ClientRecord.Event:
+        """A stored event opened and mapped (redacted if its key is gone)."""
+        return cast(ClientRecord.Event, self.mapper.to_domain_event(notification))
+
+    def history(self, record: UUID, up_to_version: int) -> list[ClientRecord.Event]:
+        """A record's events up to a version."""
+        return cast(list[ClientRecord.Event], list(self.events.get(record, lte=up_to_version)))
+
+    @contextmanager
+    def listening(self) -> Iterator[Any]:
+        """PostgreSQL: a connection LISTENing on the channel every insert NOTIFYs."""
+        datastore = cast(Any, self.factory).datastore
+        channel = cast(Any, self.recorder).channel_name
+        with datastore.get_connection() as conn:
+            conn.execute(SQL("LISTEN {0}").format(Identifier(channel)))
+            yield conn

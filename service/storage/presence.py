@@ -12,14 +12,15 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 
 from service.settings import Settings
+from service.storage import tenant_log
 
 __all__ = ["StoreMissingError", "StoreUnreachableError", "find_store_problem", "store_label"]
 
 # Tables every store has had since its first start; their absence means "no store here".
 # The events table is the event-sourcing library's: its name differs between the backends.
 _CORE_TABLES = {
-    "sqlite": ("stored_events", "da_record_keys", "da_tenant_log"),
-    "postgres": ("audit_events", "da_record_keys", "da_tenant_log"),
+    "sqlite": ("stored_events", "da_record_keys", tenant_log.TABLE),
+    "postgres": ("audit_events", "da_record_keys", tenant_log.TABLE),
 }
 
 

@@ -1,37 +1,44 @@
 """The tenant log: a gapless position for every stored event of a tenant, written atomically
 with the events, plus what idempotent ingest needs (event id, content digest, receipt).
 
+This module owns the table ``da_tenant_log``: its definition, the rows the recorders append and
+every query that reads it (``TenantLogTable``); nothing else names it.
+
 The event store numbers events globally and may leave gaps (rolled-back inserts consume
 sequence values); clients and the Merkle log need a gapless order per tenant, so positions are
-assigned here, inside the insert transaction, after the store's write lock is held.
+assigned here, inside the insert transaction, after the store's write lock is held. Everything
+else a row holds is prepared before: under the lock each row costs one splice of the position
+into its pre-encoded leaf, one hash and one seal.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
-import rfc8785
 from eventsourcing.persistence import StoredEvent
 
 from domain import merkle
+from domain.canonical import Splice
 from service.storage.crypto import seal_state
-from service.storage.sql import Database, Dialect, Row, SqlCursor
+from service.storage.sql import Database, Dialect, Row, SqlCursor, as_datetime
 
 __all__ = [
     "LEAF_TOPIC",
+    "TABLE",
     "TENANT_LOG_TABLES",
     "FactEntry",
-    "LeafEntry",
+    "LogRow",
     "LogWrite",
+    "Placement",
+    "TenantLogTable",
     "append_to_tenant_log",
     "leaf_bytes",
     "seal_leaf",
-    "tenant_size",
 ]
 
 LEAF_TOPIC = "client-record/leaf"
+TABLE = "da_tenant_log"  # the name every statement below spells out
 
 # A record's events, looked up by tenant and record (404 checks, timelines). Led by the tenant,
 # so the planner needs no statistics to prefer it: with (record_id, ...) alone and a table not
@@ -77,27 +84,38 @@ class FactEntry:
 
 
 @dataclass(frozen=True)
-class LeafEntry:
-    """The content of one Merkle leaf, before its position is known, and the key that seals it."""
-
-    content: dict[str, Any]
-    key: bytes
-
-
-@dataclass
-class LogWrite:
-    """Passed through ``Application.save`` to the recorder; positions are filled in there."""
+class LogRow:
+    """One event's row, prepared before the lock: all but its position."""
 
     tenant_id: str
+    leaf: Splice  # the leaf's canonical bytes, "position" still to fill in
+    key: bytes  # the record's data key, which seals the leaf
     recorded_at: datetime
-    facts: dict[tuple[UUID, int], FactEntry]
-    leaves: dict[tuple[UUID, int], LeafEntry]
-    positions: dict[tuple[UUID, int], int] = field(default_factory=dict)
+    fact: FactEntry | None  # None for a registration
 
 
-def leaf_bytes(content: dict[str, Any], position: int) -> bytes:
+@dataclass(frozen=True)
+class LogWrite:
+    """The tenant-log rows of one save, by (record id, version); passed through
+    ``Application.save`` to the recorder, which appends them in the same transaction."""
+
+    rows: dict[tuple[UUID, int], LogRow]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one event sits in its tenant's log."""
+
+    notification_id: int
+    tenant_id: str
+    position: int
+    recorded_at: datetime
+
+
+def leaf_bytes(content: dict[str, object], position: int) -> bytes:
     """The canonical bytes (RFC 8785) of a leaf: its content with its tenant-log position."""
-    return rfc8785.dumps({**content, "position": position})
+    members = {k: v for k, v in content.items() if k != "position"}
+    return Splice(members, "position").fill(position)
 
 
 def seal_leaf(key: bytes, data: bytes, record: UUID, version: int, recorded_at: datetime) -> bytes:
@@ -111,42 +129,42 @@ def append_to_tenant_log(
     cursor: SqlCursor,
     stored_events: Sequence[StoredEvent],
     notification_ids: Sequence[int],
-    log: LogWrite,
+    write: LogWrite,
 ) -> None:
-    """Give each just-inserted event the next positions of its tenant (caller holds the lock)."""
+    """Give each just-inserted event the next position of its tenant (caller holds the lock)."""
     if len(notification_ids) != len(stored_events):
         raise RuntimeError("the event store returned fewer notification ids than events")
-    row: Row | None = cursor.fetchone(
-        "SELECT COALESCE(MAX(position), 0) AS last FROM da_tenant_log WHERE tenant_id = %s",
-        (log.tenant_id,),
+    tenants = sorted({row.tenant_id for row in write.rows.values()})
+    marks = ", ".join(["%s"] * len(tenants))
+    found = cursor.fetchall(
+        f"SELECT tenant_id, MAX(position) AS last FROM da_tenant_log"  # noqa: S608
+        f" WHERE tenant_id IN ({marks}) GROUP BY tenant_id",
+        tenants,
     )
-    position = int(row["last"]) if row else 0
+    last = dict.fromkeys(tenants, 0) | {r["tenant_id"]: int(r["last"]) for r in found}
     rows: list[Sequence[object]] = []
-    log.positions.clear()
     for stored, notification_id in zip(stored_events, notification_ids, strict=True):
-        position += 1
         record = UUID(str(stored.originator_id))
-        key = (record, stored.originator_version)
-        entry = log.facts.get(key)
-        leaf = log.leaves[key]
-        data = leaf_bytes(leaf.content, position)
-        sealed = seal_leaf(leaf.key, data, record, stored.originator_version, log.recorded_at)
+        version = stored.originator_version
+        row = write.rows[(record, version)]
+        position = last[row.tenant_id] = last[row.tenant_id] + 1
+        data = row.leaf.fill(position)
+        fact = row.fact
         rows.append(
             (
-                log.tenant_id,
+                row.tenant_id,
                 position,
                 notification_id,
                 record,
-                stored.originator_version,
-                entry.event_id if entry else None,
-                entry.digest if entry else None,
-                log.recorded_at,
-                entry.receipt if entry else None,
+                version,
+                fact.event_id if fact else None,
+                fact.digest if fact else None,
+                row.recorded_at,
+                fact.receipt if fact else None,
                 merkle.leaf_hash(data),
-                sealed,
+                seal_leaf(row.key, data, record, version, row.recorded_at),
             )
         )
-        log.positions[key] = position
     cursor.executemany(
         "INSERT INTO da_tenant_log (tenant_id, position, notification_id, record_id,"
         " originator_version, event_id, content_digest, recorded_at, receipt, leaf_hash,"
@@ -155,11 +173,140 @@ def append_to_tenant_log(
     )
 
 
-def tenant_size(db: Database, tenant_id: str) -> int:
-    """The tenant's latest log position, which is also its tree size (0 when empty)."""
-    with db.transaction(commit=False) as cursor:
-        row = cursor.fetchone(
-            "SELECT COALESCE(MAX(position), 0) AS last FROM da_tenant_log WHERE tenant_id = %s",
-            (tenant_id,),
-        )
-    return int(row["last"]) if row else 0
+def _in(values: Sequence[object]) -> str:
+    return ", ".join(["%s"] * len(values))
+
+
+class TenantLogTable:
+    """Every read of the tenant log. Only placeholders are ever interpolated into the SQL."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def size(self, tenant_id: str) -> int:
+        """The tenant's latest position, which is also its tree size (0 when empty)."""
+        with self._db.transaction(commit=False) as cursor:
+            row = cursor.fetchone(
+                "SELECT COALESCE(MAX(position), 0) AS last FROM da_tenant_log WHERE tenant_id = %s",
+                (tenant_id,),
+            )
+        return int(row["last"]) if row else 0
+
+    def facts(self, tenant_id: str, event_ids: Sequence[UUID]) -> list[Row]:
+        """The rows of those client events the tenant already stored (idempotency)."""
+        rows: list[Row] = []
+        with self._db.transaction(commit=False) as cursor:
+            for start in range(0, len(event_ids), 500):
+                chunk = event_ids[start : start + 500]
+                rows += cursor.fetchall(
+                    "SELECT event_id, record_id, originator_version, position, recorded_at,"  # noqa: S608
+                    " content_digest, receipt FROM da_tenant_log"
+                    f" WHERE tenant_id = %s AND event_id IN ({_in(chunk)})",
+                    (tenant_id, *chunk),
+                )
+        return rows
+
+    def placements(self, notification_ids: Sequence[int]) -> dict[int, Placement]:
+        """Where the events with these notification ids sit, by notification id."""
+        found: dict[int, Placement] = {}
+        with self._db.transaction(commit=False) as cursor:
+            for start in range(0, len(notification_ids), 500):
+                chunk = notification_ids[start : start + 500]
+                for row in cursor.fetchall(
+                    "SELECT notification_id, tenant_id, position, recorded_at"  # noqa: S608
+                    f" FROM da_tenant_log WHERE notification_id IN ({_in(chunk)})",
+                    chunk,
+                ):
+                    found[int(row["notification_id"])] = _placement(row)
+        return found
+
+    def page(self, after: int, last: int) -> dict[int, Placement]:
+        """Where the events with notification ids in (after, last] sit."""
+        with self._db.transaction(commit=False) as cursor:
+            rows = cursor.fetchall(
+                "SELECT notification_id, tenant_id, position, recorded_at FROM da_tenant_log"
+                " WHERE notification_id > %s AND notification_id <= %s",
+                (after, last),
+            )
+        return {int(r["notification_id"]): _placement(r) for r in rows}
+
+    def first_after(self, notification_id: int) -> Placement | None:
+        """The oldest event after a notification id (projection lag)."""
+        with self._db.transaction(commit=False) as cursor:
+            row = cursor.fetchone(
+                "SELECT notification_id, tenant_id, position, recorded_at FROM da_tenant_log"
+                " WHERE notification_id > %s ORDER BY notification_id LIMIT 1",
+                (notification_id,),
+            )
+        return _placement(row) if row else None
+
+    def at(self, tenant_id: str, position: int) -> Placement | None:
+        """The event at a tenant's position."""
+        with self._db.transaction(commit=False) as cursor:
+            row = cursor.fetchone(
+                "SELECT notification_id, tenant_id, position, recorded_at FROM da_tenant_log"
+                " WHERE tenant_id = %s AND position = %s",
+                (tenant_id, position),
+            )
+        return _placement(row) if row else None
+
+    def position_of_event(self, tenant_id: str, event_id: UUID) -> int | None:
+        """The position of a client event."""
+        with self._db.transaction(commit=False) as cursor:
+            row = cursor.fetchone(
+                "SELECT position FROM da_tenant_log WHERE tenant_id = %s AND event_id = %s",
+                (tenant_id, event_id),
+            )
+        return int(row["position"]) if row else None
+
+    def has_record(self, tenant_id: str, record: UUID) -> bool:
+        """Whether the tenant has any event of this record (one index lookup)."""
+        with self._db.transaction(commit=False) as cursor:
+            row = cursor.fetchone(
+                "SELECT 1 AS found FROM da_tenant_log WHERE tenant_id = %s AND record_id = %s"
+                " LIMIT 1",
+                (tenant_id, record),
+            )
+        return row is not None
+
+    def of_record(self, tenant_id: str, record: UUID) -> dict[int, Placement]:
+        """Where each event of a record sits, by record version."""
+        with self._db.transaction(commit=False) as cursor:
+            rows = cursor.fetchall(
+                "SELECT originator_version, notification_id, tenant_id, position, recorded_at"
+                " FROM da_tenant_log WHERE tenant_id = %s AND record_id = %s"
+                " ORDER BY originator_version",
+                (tenant_id, record),
+            )
+        return {int(r["originator_version"]): _placement(r) for r in rows}
+
+    def leaf_hashes(
+        self, tenant_id: str, after: int, size: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """(position, leaf hash) at positions (after, size], at most ``limit``, in order."""
+        with self._db.transaction(commit=False) as cursor:
+            rows = cursor.fetchall(
+                "SELECT position, leaf_hash FROM da_tenant_log WHERE tenant_id = %s"
+                " AND position > %s AND position <= %s ORDER BY position LIMIT %s",
+                (tenant_id, after, size, limit),
+            )
+        return [(int(r["position"]), bytes(r["leaf_hash"])) for r in rows]
+
+    def leaves(self, tenant_id: str, after: int, size: int, limit: int) -> list[Row]:
+        """Whole leaf rows at positions (after, size], at most ``limit``, in order."""
+        with self._db.transaction(commit=False) as cursor:
+            return cursor.fetchall(
+                "SELECT position, record_id, originator_version, leaf_hash, leaf_entry,"
+                " receipt FROM da_tenant_log WHERE tenant_id = %s AND position > %s"
+                " AND position <= %s ORDER BY position LIMIT %s",
+                (tenant_id, after, size, limit),
+            )
+
+
+def _placement(row: Row) -> Placement:
+    return Placement(
+        notification_id=int(row["notification_id"]),
+        tenant_id=str(row["tenant_id"]),
+        position=int(row["position"]),
+        recorded_at=as_datetime(row["recorded_at"]),
+    )

@@ -25,9 +25,9 @@ import pytest
 from pydantic import TypeAdapter
 
 from domain import facts
+from service.application.ingest import Submission
 from service.container import build_services
 from service.settings import Settings
-from service.storage.app import Submission
 from tests.conftest import ADMIN_URL
 from tests.e2e.server import ServerProcess, free_port
 from tests.factories import example
@@ -294,10 +294,10 @@ def _seed(settings: Settings, events: int) -> None:
             kind = "RecordOpened" if n % 4 == 0 else "RecordAccessed"
             batch.append(Submission(f"r-{n // 4}", adapter.validate_python(example(kind))))
             if len(batch) == 100:
-                services.audit.record_facts("t-load", batch)
+                services.ingest.record_facts("t-load", batch)
                 batch = []
         if batch:
-            services.audit.record_facts("t-load", batch)
+            services.ingest.record_facts("t-load", batch)
         services.projector.catch_up()
     finally:
         services.close()

@@ -290,7 +290,7 @@ def test_store_outage_is_503_counted_and_traced_as_unavailable(
         raise OperationalError("connection to server at 10.0.0.5 failed for client Jane Roe")
 
     before = sum(p.value for p in otel.points("disclosure_audit.store.unavailable"))
-    monkeypatch.setattr(api.services.audit, "record_facts", down)
+    monkeypatch.setattr(api.services.audit, "append", down)  # in the writer thread
     otel.exporter.clear()
     response = api.client.post(
         "/v1/records/tel-x/events", json=example("RecordAccessed"), headers=headers

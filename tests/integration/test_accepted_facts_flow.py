@@ -25,12 +25,12 @@ from pydantic import TypeAdapter, ValidationError
 
 from domain import facts
 from service.app import create_app
+from service.application.ingest import Submission
 from service.auth import Role
 from service.container import Services
 from service.integrity.export import ExportScope, write_bundle
 from service.integrity.fhir import POLICY_URN
 from service.settings import Settings
-from service.storage.app import Submission
 from service.verify import verify_bundle
 from tests.conftest import new_tenant
 from tests.fact_strategies import candidate_facts, record_refs
@@ -159,7 +159,7 @@ def test_generated_facts_ingest_project_export_and_verify(
             positions.append(response.json()["position"])
     for ref, body in events:
         if body["type"] == "FindingAcknowledged":
-            receipts, _ = services.audit.record_facts(
+            receipts, _ = services.ingest.record_facts(
                 tenant, [Submission(ref, FACT.validate_python(body))]
             )
             positions.append(receipts[0].position)
@@ -276,7 +276,7 @@ def test_facts_an_earlier_version_accepted_still_project_and_export(
     submissions = [
         Submission("rec-old", FACT.validate_python(b, context=facts.STORED)) for b in old
     ]
-    receipts, _ = services.audit.record_facts(tenant, submissions)
+    receipts, _ = services.ingest.record_facts(tenant, submissions)
 
     services.projector.catch_up()
     _not_stalled(client, headers, receipts[-1].position)

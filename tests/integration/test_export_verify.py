@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from domain import facts, merkle
 from domain.policy.accounting import COLUMNS, row
 from projections.queries import accounting
+from service.application.ingest import Submission
 from service.cli import app
 from service.container import Services
 from service.demo import demo_submissions
@@ -23,7 +24,6 @@ from service.integrity.export import ExportScope, write_bundle
 from service.integrity.fhir import check_codes
 from service.integrity.log import SplitViewError
 from service.spreadsheet import safe_row
-from service.storage.app import Submission
 from service.storage.tenant_log import leaf_bytes, seal_leaf
 from service.verify import BundleError, verify_bundle
 from tests.conftest import new_tenant
@@ -44,7 +44,7 @@ def services(services: Services) -> Services:
 
 def _load_demo(services: Services) -> None:
     for record_ref, fact in demo_submissions():
-        services.audit.record_facts(TENANT, [Submission(record_ref, fact)])
+        services.ingest.record_facts(TENANT, [Submission(record_ref, fact)])
 
 
 def _export(services: Services, out: Path, scope: ExportScope | None = None,
@@ -189,7 +189,7 @@ def test_exports_before_and_after_more_ingest_are_linked_by_a_consistency_proof(
     bundle: Path, services: Services, tmp_path: Path
 ) -> None:
     earlier = (bundle / "checkpoint.txt").read_text()
-    services.audit.record_facts(TENANT, [Submission("cv-5520", _fact())])
+    services.ingest.record_facts(TENANT, [Submission("cv-5520", _fact())])
     later = _export(services, tmp_path / "later", previous=earlier)
     assert verify_bundle(later, _keys(services)).tree_size == 48
     assert json.loads((later / "consistency.json").read_text())["from_size"] == 47
@@ -213,7 +213,7 @@ def test_a_rewritten_history_is_detected(bundle: Path, services: Services, tmp_p
         )
     with pytest.raises(SplitViewError):
         services.log.checkpoint(TENANT)  # the log refuses to re-sign size 47 differently
-    services.audit.record_facts(TENANT, [Submission("cv-5520", _fact())])
+    services.ingest.record_facts(TENANT, [Submission("cv-5520", _fact())])
     rewritten = _export(services, tmp_path / "rewritten", previous=earlier)
     assert "history was rewritten" in _problem(rewritten, _keys(services))
 
@@ -337,11 +337,11 @@ def test_a_late_revocation_re_judges_the_bundle_accounting_as_the_api(
     grant = example("AuthorizationGranted", occurred_at="2026-01-10T10:00:00Z")
     release = example("DisclosureMade", occurred_at="2026-01-20T10:00:00Z")
     for fact in (opened, grant, release):
-        services.audit.record_facts(TENANT, [Submission("late", FACT.validate_python(fact))])
+        services.ingest.record_facts(TENANT, [Submission("late", FACT.validate_python(fact))])
     assert _bundle_accounting(_export(services, tmp_path / "before")) == []
     # Posted last, but it occurred before the release: the release was not authorized after all.
     revoked = example("AuthorizationRevoked", occurred_at="2026-01-15T10:00:00Z")
-    services.audit.record_facts(TENANT, [Submission("late", FACT.validate_python(revoked))])
+    services.ingest.record_facts(TENANT, [Submission("late", FACT.validate_python(revoked))])
     rows = _bundle_accounting(_export(services, tmp_path / "after"))
     assert [(r[COLUMNS.index("disclosure_id")], r[COLUMNS.index("rules")]) for r in rows] == [
         (release["disclosure_id"], "AU-1")]  # fmt: skip

@@ -265,18 +265,18 @@ def test_a_killed_worker_resumes_without_missing_or_repeating_and_equals_a_rebui
     services: Services,
 ) -> None:
     tenant = "worker-" + os.urandom(4).hex()
-    from service.storage.app import Submission
+    from service.application.ingest import Submission
 
     for scenario in scenario_events():
         for raw in scenario.events:
             fact = facts.FACT_TYPES_BY_NAME[raw["type"]].model_validate(
                 {**raw, "event_id": uuid4()}
             )
-            services.audit.record_facts(tenant, [Submission(scenario.record_ref, fact)])
+            services.ingest.record_facts(tenant, [Submission(scenario.record_ref, fact)])
     for n in range(300):
         body = example("DisclosureMade", legal_basis={"kind": "none_stated"})
         fact = facts.DisclosureMade.model_validate(body)
-        services.audit.record_facts(tenant, [Submission(f"bulk-{n % 7}", fact)])
+        services.ingest.record_facts(tenant, [Submission(f"bulk-{n % 7}", fact)])
     target = services.audit.recorder.max_notification_id() or 0
     settings = services.settings
     env = {**os.environ, "DISCLOSURE_AUDIT_HOME": str(settings.home),
@@ -337,13 +337,13 @@ def test_a_changed_schema_version_rebuilds_the_read_models(api: Api) -> None:
 
 
 def test_the_lag_counts_the_unapplied_events_and_the_age_of_the_oldest(services: Services) -> None:
-    from service.storage.app import Submission
+    from service.application.ingest import Submission
 
     tenant = "lag-" + os.urandom(4).hex()
 
     def submit() -> None:
         fact = facts.RecordAccessed.model_validate(example("RecordAccessed"))
-        services.audit.record_facts(tenant, [Submission("lagging", fact)])
+        services.ingest.record_facts(tenant, [Submission("lagging", fact)])
 
     submit()  # the record exists: each later fact is one event
     services.projector.catch_up()
@@ -386,12 +386,12 @@ def test_the_rebuild_command_replays_the_log_into_equal_read_models(api: Api) ->
 
 
 def test_a_catch_up_reports_its_progress_up_to_the_end_of_the_log(services: Services) -> None:
-    from service.storage.app import Submission
+    from service.application.ingest import Submission
 
     tenant = "progress-" + os.urandom(4).hex()
     for n in range(5):
         fact = facts.RecordAccessed.model_validate(example("RecordAccessed"))
-        services.audit.record_facts(tenant, [Submission(f"p-{n}", fact)])
+        services.ingest.record_facts(tenant, [Submission(f"p-{n}", fact)])
     seen: list[tuple[int, int]] = []
     services.projector.catch_up(lambda done, target: seen.append((done, target)))
     target = services.audit.recorder.max_notification_id()
@@ -462,8 +462,8 @@ def _read_model_statistics(services: Services, forget: bool = False) -> int:
 def test_the_projector_refreshes_the_planner_statistics_as_the_read_models_grow(
     services: Services,
 ) -> None:
+    from service.application.ingest import Submission
     from service.projector import Projector
-    from service.storage.app import Submission
 
     services.projector.catch_up()
     projector = Projector(services.audit, services.audit.rulebook, page_size=4, analyze_after=10)
@@ -472,7 +472,7 @@ def test_the_projector_refreshes_the_planner_statistics_as_the_read_models_grow(
     def submit(count: int) -> None:
         for _ in range(count):
             fact = facts.RecordAccessed.model_validate(example("RecordAccessed"))
-            services.audit.record_facts(tenant, [Submission("counted", fact)])
+            services.ingest.record_facts(tenant, [Submission("counted", fact)])
 
     _read_model_statistics(services, forget=True)
     submit(6)  # with the registration, 7 events: fewer than analyze_after
