@@ -25,9 +25,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from domain import facts
+from service.application.ingest import Submission
 from service.container import build_services
 from service.settings import Settings
-from service.storage.app import Submission
 from tests.factories import example
 
 console = Console(stderr=True)
@@ -72,7 +72,7 @@ def load(settings: Settings, count: int) -> float:
                 Submission(f"rec-{n % 500}", _mix(n))
                 for n in range(start, min(count, start + 1000))
             ]
-            services.audit.record_facts(TENANT, batch)
+            services.ingest.record_facts(TENANT, batch)
             progress.advance(task, len(batch))
     rate = count / (time.perf_counter() - started)
     services.close()
@@ -98,12 +98,7 @@ def raw_scan(settings: Settings, size: int) -> float:
     started = time.perf_counter()
     last = rows = 0
     while last < size:
-        with services.audit.db.transaction(commit=False) as cursor:
-            page = cursor.fetchall(
-                "SELECT position, leaf_hash, leaf_entry FROM da_tenant_log WHERE tenant_id = %s"
-                " AND position > %s ORDER BY position LIMIT 1000",
-                (TENANT, last),
-            )
+        page = services.audit.tenant_log.leaves(TENANT, last, size, 1000)
         if not page:
             break
         last, rows = int(page[-1]["position"]), rows + len(page)

@@ -1,191 +1,193 @@
-"""Ingest throughput beside its baselines, all measured in the same run.
+"""Ingest measured from outside, each figure beside its baseline from the same run.
 
-    .venv/bin/python -m bench.ingest [--events 2000] [--json]
+    .venv/bin/python -m bench.ingest [--seconds 15] [--json]
 
-Baselines: raw PostgreSQL single-row inserts, one transaction each with synchronous commit (the
-floor any durable per-event write pays), and a bare FastAPI endpoint through the same in-process
-client (the floor of the HTTP layer). Then the real service on PostgreSQL and on SQLite: one
-event per request (sequential, and 8 clients on distinct records), and batches of 100.
+Every measurement drives a real ``disclosure-audit serve`` process with wrk over loopback, and
+its baseline is measured the same way in the same run: the bare FastAPI endpoint of
+``bench/bare.py`` (same route, same body validation, nothing stored) under the same workers,
+and raw ``COPY`` of rows of the same size into the same PostgreSQL server.
 """
 
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
 
+import httpx2 as httpx
 import psycopg
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from rich.console import Console
-from rich.table import Table
 
-from service.app import create_app
+from bench.load import bare_server, service_server, wrk
 from service.auth import Role
 from service.container import build_services
 from service.settings import Settings
 from tests.factories import example
 
+__all__ = ["ADMIN_URL", "measure", "scratch_database", "store_with_key"]
+
 ADMIN_URL = os.environ.get(
     "DISCLOSURE_AUDIT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+ROW_BYTES = 600  # about the size of one stored event with its tenant-log row
 console = Console(stderr=True)
 
 
-def _rate(count: int, run: Callable[[], None]) -> float:
-    started = time.perf_counter()
-    run()
-    return count / (time.perf_counter() - started)
-
-
-def raw_postgres(url: str, count: int) -> float:
-    """Single-row inserts of ~600 bytes, each committed durably."""
-    payload = os.urandom(600)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE bench_raw (id bigserial PRIMARY KEY, state bytea)")
-        conn.execute("SET synchronous_commit TO on")
-
-        def run() -> None:
-            for _ in range(count):
-                with conn.transaction():
-                    conn.execute("INSERT INTO bench_raw (state) VALUES (%s)", (payload,))
-
-        return _rate(count, run)
-
-
-def bare_fastapi(count: int) -> float:
-    """A FastAPI endpoint that only parses JSON and answers."""
-    app = FastAPI()
-
-    @app.post("/echo", status_code=201)
-    def echo(body: dict[str, Any]) -> dict[str, str]:
-        return {"event_id": str(body.get("event_id"))}
-
-    bodies = [example("RecordAccessed") for _ in range(count)]
-    with TestClient(app) as client:
-
-        def run() -> None:
-            for body in bodies:
-                client.post("/echo", json=body)
-
-        return _rate(count, run)
-
-
-def service(settings: Settings, count: int) -> dict[str, float]:
-    """The real app: sequential single posts, concurrent single posts, batches of 100."""
-    services = build_services(settings)
-    tenant = f"bench-{uuid4().hex[:8]}"
-    _, token = services.keys.create(tenant, {Role.INGEST})
-    headers = {"Authorization": f"Bearer {token}"}
-    figures: dict[str, float] = {}
-    with TestClient(create_app(settings, services)) as client:
-
-        def post(record: str, body: dict[str, Any]) -> None:
-            response = client.post(f"/v1/records/{record}/events", json=body, headers=headers)
-            assert response.status_code == 201, response.text
-
-        sequential = [example("RecordAccessed") for _ in range(count)]
-
-        def sequential_run() -> None:
-            for body in sequential:
-                post("seq", body)
-
-        figures["single, 1 client"] = _rate(count, sequential_run)
-
-        def client_run(n: int) -> None:
-            for _ in range(count // 8):
-                post(f"conc-{n}", example("RecordAccessed"))
-
-        def concurrent() -> None:
-            with ThreadPoolExecutor(8) as pool:
-                list(pool.map(client_run, range(8)))
-
-        figures["single, 8 clients"] = _rate(count // 8 * 8, concurrent)
-
-        batches = [
-            {
-                "events": [
-                    {**example("RecordAccessed"), "record_ref": f"b-{i % 10}"} for i in range(100)
-                ]
-            }
-            for _ in range(max(1, count // 100))
-        ]
-
-        def batch_run() -> None:
-            for batch in batches:
-                response = client.post("/v1/events:batch", json=batch, headers=headers)
-                assert response.status_code == 201, response.text
-
-        figures["batches of 100"] = _rate(len(batches) * 100, batch_run)
-    services.close()
-    return figures
-
-
-def main() -> None:
-    """Run every measurement and print them side by side."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=2000, help="events per measurement")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    args = parser.parse_args()
-
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    """A fresh database on the benchmark server, dropped afterwards."""
     name = f"da_bench_{uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = urlunsplit(urlsplit(ADMIN_URL)._replace(path=f"/{name}"))
-    results: dict[str, float] = {}
     try:
-        with tempfile.TemporaryDirectory() as home:
-            steps: list[tuple[str, Callable[[], dict[str, float]]]] = [
-                (
-                    "baseline: raw PostgreSQL insert+commit",
-                    lambda: {
-                        "baseline: raw PostgreSQL insert+commit": raw_postgres(url, args.events)
-                    },
-                ),
-                (
-                    "baseline: bare FastAPI endpoint",
-                    lambda: {"baseline: bare FastAPI endpoint": bare_fastapi(args.events)},
-                ),
-                (
-                    "service on PostgreSQL",
-                    lambda: {
-                        f"PostgreSQL: {k}": v
-                        for k, v in service(
-                            Settings(home=Path(home) / "pg", database_url=url), args.events
-                        ).items()
-                    },
-                ),
-                (
-                    "service on SQLite",
-                    lambda: {
-                        f"SQLite: {k}": v
-                        for k, v in service(
-                            Settings(home=Path(home) / "sqlite"), args.events
-                        ).items()
-                    },
-                ),
-            ]
-            for label, step in steps:
-                with console.status(f"measuring {label} ({args.events} events)…"):
-                    results.update(step())
+        yield urlunsplit(urlsplit(ADMIN_URL)._replace(path=f"/{name}"))
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    if args.json:
-        print(json.dumps({"events": args.events, "per_second": results}, indent=2))
-        return
-    floor = results["baseline: raw PostgreSQL insert+commit"]
-    table = Table("measurement", "events/s", "vs raw PostgreSQL", title="Ingest throughput")
-    for label, rate in results.items():
-        table.add_row(label, f"{rate:,.0f}", f"{rate / floor:.2f}x")
-    Console().print(table)
+
+def raw_copy(url: str, rows: int = 200_000) -> float:
+    """Rows per second of one ``COPY`` of ``rows`` rows of ROW_BYTES, committed durably."""
+    payload = os.urandom(ROW_BYTES // 2).hex()
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TABLE bench_copy (id bigint PRIMARY KEY, state text)")
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor() as cursor, cursor.copy("COPY bench_copy (id, state) FROM STDIN") as copy:
+            for n in range(rows):
+                copy.write_row((n, payload))
+        conn.commit()
+        return rows / (time.perf_counter() - started)
+
+
+def store_with_key(
+    home: Path, url: str | None, projections: str = "external"
+) -> tuple[dict[str, str], str]:
+    """A store with an ingest key; the environment a server of it needs."""
+    env = {"DISCLOSURE_AUDIT_HOME": str(home), "DISCLOSURE_AUDIT_PROJECTIONS": projections}
+    if url:
+        env["DISCLOSURE_AUDIT_DATABASE_URL"] = url
+    services = build_services(Settings(home=home, database_url=url))
+    _, token = services.keys.create("bench", {Role.INGEST, Role.COMPLIANCE}, "bench")
+    services.close()
+    return env, token
+
+
+def single_events(
+    env: dict[str, str], token: str, *, workers: int, connections: int, seconds: float
+) -> dict[str, Any]:
+    """wrk against the service and against the bare endpoint, same workers and connections."""
+    with bare_server(workers) as base:
+        wrk(base, "-", connections=connections, seconds=3)
+        bare = wrk(base, "-", connections=connections, seconds=seconds)
+    with service_server(env, workers) as server:
+        # Warm up: every record of the run is loaded and cached once, as in steady state.
+        wrk(server.base, token, connections=connections, seconds=max(5, seconds / 2))
+        service = wrk(server.base, token, connections=connections, seconds=seconds)
+    return {
+        "service": service,
+        "bare endpoint": bare,
+        "ratio": service["requests_per_s"] / bare["requests_per_s"],
+        "p99 ratio": service["p99_ms"] / bare["p99_ms"],
+    }
+
+
+def batches(url: str, env: dict[str, str], token: str, seconds: float) -> dict[str, Any]:
+    """1,000-event batches over 2 connections, beside raw COPY into the same server."""
+    with service_server(env, 2) as server:
+        wrk(server.base, token, connections=2, seconds=3, batch=1000)
+        service = wrk(server.base, token, connections=2, seconds=seconds, batch=1000)
+    copy_rate = raw_copy(url)
+    return {
+        "service events/s": service["events_per_s"],
+        "service": service,
+        "raw COPY rows/s": copy_rate,
+        "ratio": service["events_per_s"] / copy_rate,
+    }
+
+
+def _post_latencies(base: str, token: str, record: str, count: int) -> list[float]:
+    headers = {"Authorization": f"Bearer {token}"}
+    taken = []
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as http:
+        for _ in range(count):
+            started = time.perf_counter()
+            answer = http.post(f"/v1/records/{record}/events", json=example("RecordAccessed"))
+            taken.append(time.perf_counter() - started)
+            if answer.status_code != 201:
+                raise RuntimeError(f"post failed: {answer.status_code} {answer.text}")
+    return taken
+
+
+def long_record(env: dict[str, str], token: str, events: int = 10_000) -> dict[str, Any]:
+    """Posting into a record of ``events`` events costs what posting into a fresh one does:
+    warm (records in memory) and cold (the first post after a restart)."""
+    longs = [f"long-{n}" for n in range(3)]
+    with service_server(env, 1) as server, httpx.Client(base_url=server.base, timeout=120) as h:
+        headers = {"Authorization": f"Bearer {token}"}
+        for record in longs:
+            for _ in range(events // 1000):
+                items = [{**example("RecordAccessed"), "record_ref": record} for _ in range(1000)]
+                answer = h.post("/v1/events:batch", json={"events": items}, headers=headers)
+                answer.raise_for_status()
+        warm_long = _post_latencies(server.base, token, longs[0], 200)
+        warm_fresh = _post_latencies(server.base, token, "fresh-warm", 200)
+    with service_server(env, 1) as server:  # a restart: nothing in memory
+        _post_latencies(server.base, token, "first-after-restart", 1)
+        cold_long = [_post_latencies(server.base, token, r, 1)[0] for r in longs]
+        cold_fresh = [_post_latencies(server.base, token, f"fresh-{r}", 1)[0] for r in longs]
+    warm = statistics.median(warm_long[20:]) / statistics.median(warm_fresh[20:])
+    cold = statistics.median(cold_long) / statistics.median(cold_fresh)
+    return {
+        "events in the long record": events,
+        "warm: median ms into long": 1000 * statistics.median(warm_long[20:]),
+        "warm: median ms into fresh": 1000 * statistics.median(warm_fresh[20:]),
+        "warm ratio": warm,
+        "cold: median ms into long": 1000 * statistics.median(cold_long),
+        "cold: median ms into fresh": 1000 * statistics.median(cold_fresh),
+        "cold ratio": cold,
+    }
+
+
+def measure(seconds: float) -> dict[str, Any]:
+    """Every ingest figure of the issue's table, with its baselines."""
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as home, scratch_database() as url:
+        env, token = store_with_key(Path(home) / "pg", url, "external")
+        with console.status("single-event ingest, PostgreSQL, 2 workers, 64 connections…"):
+            results["single, PostgreSQL, 2 workers, 64 connections"] = single_events(
+                env, token, workers=2, connections=64, seconds=seconds
+            )
+        with console.status("single-event ingest, PostgreSQL, 1 connection…"):
+            results["single, PostgreSQL, 2 workers, 1 connection"] = single_events(
+                env, token, workers=2, connections=1, seconds=seconds / 2
+            )
+        with console.status("batches of 1,000 events, PostgreSQL, 2 connections…"):
+            results["batch of 1000, PostgreSQL, 2 connections"] = batches(url, env, token, seconds)
+        with console.status("a post into a record of 10,000 events, warm and cold…"):
+            results["long record, PostgreSQL"] = long_record(env, token)
+        env, token = store_with_key(Path(home) / "sqlite", None, "in-process")
+        with console.status("single-event ingest, SQLite, 1 process, 32 connections…"):
+            results["single, SQLite, 1 process, 32 connections"] = single_events(
+                env, token, workers=1, connections=32, seconds=seconds
+            )
+    return results
+
+
+def main() -> None:
+    """Run the ingest measurements and print them as JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=15, help="length of each wrk run")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args()
+    print(json.dumps(measure(args.seconds), indent=2))
 
 
 if __name__ == "__main__":

@@ -13,18 +13,19 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
 
 import psycopg
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
 from rich.console import Console
 from rich.table import Table
 
-from bench.ingest import bare_fastapi
 from domain import facts
 from domain.policy.engine import judge_on_record
 from domain.policy.rulesets import Rulebook
@@ -106,6 +107,30 @@ def ingest_rate(prior: list[dict[str, Any]], count: int) -> float:
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return rate
+
+
+def bare_fastapi(count: int) -> float:
+    """A FastAPI endpoint that only parses JSON and answers."""
+    app = FastAPI()
+
+    @app.post("/echo", status_code=201)
+    def echo(body: dict[str, Any]) -> dict[str, str]:
+        return {"event_id": str(body.get("event_id"))}
+
+    bodies = [example("RecordAccessed") for _ in range(count)]
+    with TestClient(app) as client:
+
+        def run() -> None:
+            for body in bodies:
+                client.post("/echo", json=body)
+
+        return _rate(count, run)
+
+
+def _rate(count: int, run: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    run()
+    return count / (time.perf_counter() - started)
 
 
 def main() -> None:

@@ -33,10 +33,10 @@ from rich.table import Table
 
 from domain import facts
 from service.app import create_app
+from service.application.ingest import Submission
 from service.auth import Role
 from service.container import Services, build_services
 from service.settings import Settings
-from service.storage.app import Submission
 from tests.factories import example
 
 ADMIN_URL = os.environ.get(
@@ -80,7 +80,7 @@ def load(services: Services, count: int) -> float:
         for start in range(0, count, 1000):
             ref = f"rec-{start // 1000}"
             batch = [Submission(ref, _fact(n)) for n in range(start, min(count, start + 1000))]
-            services.audit.record_facts(TENANT, batch)
+            services.ingest.record_facts(TENANT, batch)
             progress.advance(task, len(batch))
     return count / (time.perf_counter() - started)
 
@@ -110,7 +110,7 @@ def lag(services: Services, seconds: float) -> dict[str, float]:
 
     def one(n: int) -> float:
         started = time.perf_counter()
-        services.audit.record_facts(TENANT, [Submission(f"live-{n % 50}", _fact(n))])
+        services.ingest.record_facts(TENANT, [Submission(f"live-{n % 50}", _fact(n))])
         return time.perf_counter() - started
 
     services.projector.catch_up()

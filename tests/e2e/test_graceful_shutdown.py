@@ -16,7 +16,7 @@ from service.settings import Settings
 from tests.e2e.server import ROOT, ServerProcess, free_port
 from tests.factories import example
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 GRACE_SECONDS = 10
 TENANT = "sigterm-test"

@@ -86,6 +86,7 @@ def _serve(settings_env: dict[str, str], port: int) -> ServerProcess:
     return server
 
 
+@pytest.mark.faults
 def test_a_killed_server_loses_nothing_it_acknowledged(settings: Settings) -> None:
     env = {
         "DISCLOSURE_AUDIT_HOME": str(settings.home),

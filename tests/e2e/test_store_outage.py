@@ -21,7 +21,7 @@ from tests.e2e.private_postgres import PrivatePostgres
 from tests.e2e.server import ROOT, ServerProcess, free_port
 from tests.factories import example
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 TENANT = "outage-test"
 WRITERS = 4
