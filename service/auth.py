@@ -136,12 +136,10 @@ class ApiKeyStore:
         if match is None:
             return None
         key_id, secret = match.groups()
-        with self._db.transaction(commit=False) as cursor:
-            row = cursor.fetchone(
-                "SELECT tenant_id, roles, secret_hash, revoked_at FROM da_api_keys"
-                " WHERE key_id = %s",
-                (key_id,),
-            )
+        row = self._db.read_one(
+            "SELECT tenant_id, roles, secret_hash, revoked_at FROM da_api_keys WHERE key_id = %s",
+            (key_id,),
+        )
         if row is None or row["revoked_at"] is not None:
             return None
         if not hmac.compare_digest(bytes(row["secret_hash"]), _hash(secret)):

@@ -68,10 +68,9 @@ class RecordKeyring:
         hit, key = self._cached(record)
         if hit:
             return key
-        with self._db.transaction(commit=False) as cursor:
-            row = cursor.fetchone(
-                "SELECT wrapped_key FROM da_record_keys WHERE record_id = %s", (record,)
-            )
+        row = self._db.read_one(
+            "SELECT wrapped_key FROM da_record_keys WHERE record_id = %s", (record,)
+        )
         key = None
         if row is not None and row["wrapped_key"] is not None:
             key = self._master.unwrap(bytes(row["wrapped_key"]), record)

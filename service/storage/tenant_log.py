@@ -185,122 +185,110 @@ class TenantLogTable:
 
     def size(self, tenant_id: str) -> int:
         """The tenant's latest position, which is also its tree size (0 when empty)."""
-        with self._db.transaction(commit=False) as cursor:
-            row = cursor.fetchone(
-                "SELECT COALESCE(MAX(position), 0) AS last FROM da_tenant_log WHERE tenant_id = %s",
-                (tenant_id,),
-            )
+        row = self._db.read_one(
+            "SELECT COALESCE(MAX(position), 0) AS last FROM da_tenant_log WHERE tenant_id = %s",
+            (tenant_id,),
+        )
         return int(row["last"]) if row else 0
 
     def facts(self, tenant_id: str, event_ids: Sequence[UUID]) -> list[Row]:
         """The rows of those client events the tenant already stored (idempotency)."""
         rows: list[Row] = []
-        with self._db.transaction(commit=False) as cursor:
-            for start in range(0, len(event_ids), 500):
-                chunk = event_ids[start : start + 500]
-                rows += cursor.fetchall(
-                    "SELECT event_id, record_id, originator_version, position, recorded_at,"  # noqa: S608
-                    " content_digest, receipt FROM da_tenant_log"
-                    f" WHERE tenant_id = %s AND event_id IN ({_in(chunk)})",
-                    (tenant_id, *chunk),
-                )
+        for start in range(0, len(event_ids), 500):
+            chunk = event_ids[start : start + 500]
+            rows += self._db.read(
+                "SELECT event_id, record_id, originator_version, position, recorded_at,"  # noqa: S608
+                " content_digest, receipt FROM da_tenant_log"
+                f" WHERE tenant_id = %s AND event_id IN ({_in(chunk)})",
+                (tenant_id, *chunk),
+            )
         return rows
 
     def placements(self, notification_ids: Sequence[int]) -> dict[int, Placement]:
         """Where the events with these notification ids sit, by notification id."""
         found: dict[int, Placement] = {}
-        with self._db.transaction(commit=False) as cursor:
-            for start in range(0, len(notification_ids), 500):
-                chunk = notification_ids[start : start + 500]
-                for row in cursor.fetchall(
-                    "SELECT notification_id, tenant_id, position, recorded_at"  # noqa: S608
-                    f" FROM da_tenant_log WHERE notification_id IN ({_in(chunk)})",
-                    chunk,
-                ):
-                    found[int(row["notification_id"])] = _placement(row)
+        for start in range(0, len(notification_ids), 500):
+            chunk = notification_ids[start : start + 500]
+            for row in self._db.read(
+                "SELECT notification_id, tenant_id, position, recorded_at"  # noqa: S608
+                f" FROM da_tenant_log WHERE notification_id IN ({_in(chunk)})",
+                chunk,
+            ):
+                found[int(row["notification_id"])] = _placement(row)
         return found
 
     def page(self, after: int, last: int) -> dict[int, Placement]:
         """Where the events with notification ids in (after, last] sit."""
-        with self._db.transaction(commit=False) as cursor:
-            rows = cursor.fetchall(
-                "SELECT notification_id, tenant_id, position, recorded_at FROM da_tenant_log"
-                " WHERE notification_id > %s AND notification_id <= %s",
-                (after, last),
-            )
+        rows = self._db.read(
+            "SELECT notification_id, tenant_id, position, recorded_at FROM da_tenant_log"
+            " WHERE notification_id > %s AND notification_id <= %s",
+            (after, last),
+        )
         return {int(r["notification_id"]): _placement(r) for r in rows}
 
     def first_after(self, notification_id: int) -> Placement | None:
         """The oldest event after a notification id (projection lag)."""
-        with self._db.transaction(commit=False) as cursor:
-            row = cursor.fetchone(
-                "SELECT notification_id, tenant_id, position, recorded_at FROM da_tenant_log"
-                " WHERE notification_id > %s ORDER BY notification_id LIMIT 1",
-                (notification_id,),
-            )
+        row = self._db.read_one(
+            "SELECT notification_id, tenant_id, position, recorded_at FROM da_tenant_log"
+            " WHERE notification_id > %s ORDER BY notification_id LIMIT 1",
+            (notification_id,),
+        )
         return _placement(row) if row else None
 
     def at(self, tenant_id: str, position: int) -> Placement | None:
         """The event at a tenant's position."""
-        with self._db.transaction(commit=False) as cursor:
-            row = cursor.fetchone(
-                "SELECT notification_id, tenant_id, position, recorded_at FROM da_tenant_log"
-                " WHERE tenant_id = %s AND position = %s",
-                (tenant_id, position),
-            )
+        row = self._db.read_one(
+            "SELECT notification_id, tenant_id, position, recorded_at FROM da_tenant_log"
+            " WHERE tenant_id = %s AND position = %s",
+            (tenant_id, position),
+        )
         return _placement(row) if row else None
 
     def position_of_event(self, tenant_id: str, event_id: UUID) -> int | None:
         """The position of a client event."""
-        with self._db.transaction(commit=False) as cursor:
-            row = cursor.fetchone(
-                "SELECT position FROM da_tenant_log WHERE tenant_id = %s AND event_id = %s",
-                (tenant_id, event_id),
-            )
+        row = self._db.read_one(
+            "SELECT position FROM da_tenant_log WHERE tenant_id = %s AND event_id = %s",
+            (tenant_id, event_id),
+        )
         return int(row["position"]) if row else None
 
     def has_record(self, tenant_id: str, record: UUID) -> bool:
         """Whether the tenant has any event of this record (one index lookup)."""
-        with self._db.transaction(commit=False) as cursor:
-            row = cursor.fetchone(
-                "SELECT 1 AS found FROM da_tenant_log WHERE tenant_id = %s AND record_id = %s"
-                " LIMIT 1",
-                (tenant_id, record),
-            )
+        row = self._db.read_one(
+            "SELECT 1 AS found FROM da_tenant_log WHERE tenant_id = %s AND record_id = %s LIMIT 1",
+            (tenant_id, record),
+        )
         return row is not None
 
     def of_record(self, tenant_id: str, record: UUID) -> dict[int, Placement]:
         """Where each event of a record sits, by record version."""
-        with self._db.transaction(commit=False) as cursor:
-            rows = cursor.fetchall(
-                "SELECT originator_version, notification_id, tenant_id, position, recorded_at"
-                " FROM da_tenant_log WHERE tenant_id = %s AND record_id = %s"
-                " ORDER BY originator_version",
-                (tenant_id, record),
-            )
+        rows = self._db.read(
+            "SELECT originator_version, notification_id, tenant_id, position, recorded_at"
+            " FROM da_tenant_log WHERE tenant_id = %s AND record_id = %s"
+            " ORDER BY originator_version",
+            (tenant_id, record),
+        )
         return {int(r["originator_version"]): _placement(r) for r in rows}
 
     def leaf_hashes(
         self, tenant_id: str, after: int, size: int, limit: int
     ) -> list[tuple[int, bytes]]:
         """(position, leaf hash) at positions (after, size], at most ``limit``, in order."""
-        with self._db.transaction(commit=False) as cursor:
-            rows = cursor.fetchall(
-                "SELECT position, leaf_hash FROM da_tenant_log WHERE tenant_id = %s"
-                " AND position > %s AND position <= %s ORDER BY position LIMIT %s",
-                (tenant_id, after, size, limit),
-            )
+        rows = self._db.read(
+            "SELECT position, leaf_hash FROM da_tenant_log WHERE tenant_id = %s"
+            " AND position > %s AND position <= %s ORDER BY position LIMIT %s",
+            (tenant_id, after, size, limit),
+        )
         return [(int(r["position"]), bytes(r["leaf_hash"])) for r in rows]
 
     def leaves(self, tenant_id: str, after: int, size: int, limit: int) -> list[Row]:
         """Whole leaf rows at positions (after, size], at most ``limit``, in order."""
-        with self._db.transaction(commit=False) as cursor:
-            return cursor.fetchall(
-                "SELECT position, record_id, originator_version, leaf_hash, leaf_entry,"
-                " receipt FROM da_tenant_log WHERE tenant_id = %s AND position > %s"
-                " AND position <= %s ORDER BY position LIMIT %s",
-                (tenant_id, after, size, limit),
-            )
+        return self._db.read(
+            "SELECT position, record_id, originator_version, leaf_hash, leaf_entry,"
+            " receipt FROM da_tenant_log WHERE tenant_id = %s AND position > %s"
+            " AND position <= %s ORDER BY position LIMIT %s",
+            (tenant_id, after, size, limit),
+        )
 
 
 def _placement(row: Row) -> Placement:
