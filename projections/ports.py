@@ -43,5 +43,7 @@ class Sealer(Protocol):
 class History(Protocol):
     """A record's facts as stored, up to a version."""
 
-    def facts(self, record: UUID, up_to_version: int) -> list[tuple[int, facts.FactBase]]:
-        """The record's facts with their versions, up to ``up_to_version``, in order."""
+    def facts(
+        self, record: UUID, up_to_version: int, after: int = 0
+    ) -> list[tuple[int, facts.FactBase]]:
+        """The record's facts with their versions in (``after``, ``up_to_version``], in order."""

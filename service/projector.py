@@ -91,7 +91,9 @@ class EventFeed(Protocol):
 
     def to_event(self, notification: Notification) -> ClientRecord.Event: ...
 
-    def history(self, record: UUID, up_to_version: int) -> Sequence[ClientRecord.Event]: ...
+    def history(
+        self, record: UUID, up_to_version: int, after: int = 0
+    ) -> Sequence[ClientRecord.Event]: ...
 
     def key_of(self, record: UUID) -> bytes | None: ...
 
@@ -114,8 +116,10 @@ class _History:
     def __init__(self, feed: EventFeed) -> None:
         self._feed = feed
 
-    def facts(self, record: UUID, up_to_version: int) -> list[tuple[int, facts.FactBase]]:
-        events = self._feed.history(record, up_to_version)
+    def facts(
+        self, record: UUID, up_to_version: int, after: int = 0
+    ) -> list[tuple[int, facts.FactBase]]:
+        events = self._feed.history(record, up_to_version, after)
         return [
             (e.originator_version, e.fact)
             for e in events

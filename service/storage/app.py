@@ -239,9 +239,10 @@ class AuditLog(Application[UUID]):
         """A stored event opened and mapped (redacted if its key is gone)."""
         return cast(ClientRecord.Event, self.mapper.to_domain_event(notification))
 
-    def history(self, record: UUID, up_to_version: int) -> list[ClientRecord.Event]:
-        """A record's events up to a version."""
-        return cast(list[ClientRecord.Event], list(self.events.get(record, lte=up_to_version)))
+    def history(self, record: UUID, up_to_version: int, after: int = 0) -> list[ClientRecord.Event]:
+        """A record's events with versions in (``after``, ``up_to_version``]."""
+        events = self.events.get(record, gt=after or None, lte=up_to_version)
+        return cast(list[ClientRecord.Event], list(events))
 
     @contextmanager
     def listening(self) -> Iterator[Any]:
