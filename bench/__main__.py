@@ -45,19 +45,23 @@ def _machine() -> dict[str, Any]:
 
 
 def _module(name: str, *args: str) -> Any:
+    """Another benchmark's JSON; its error instead if it fails (the others still count)."""
     done = subprocess.run(
         [sys.executable, "-m", f"bench.{name}", *args, "--json"],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+    if done.returncode != 0:
+        console.print(f"[red]bench.{name} failed[/red]: {done.stderr.strip().splitlines()[-1:]}")
+        return {"error": done.stderr[-2000:]}
     return json.loads(done.stdout)
 
 
-def run(seconds: float, quick: bool) -> dict[str, Any]:
-    """Every measurement; a dict ready for JSON."""
+def run(seconds: float, quick: bool, results: dict[str, Any]) -> None:
+    """Every measurement, into ``results`` (kept so far if one fails)."""
     ensure_wrk()
-    results: dict[str, Any] = {"machine": _machine(), "seconds per wrk run": seconds}
+    results.update({"machine": _machine(), "seconds per wrk run": seconds})
     results["ingest"] = ingest.measure(seconds)
     single = results["ingest"]["single, PostgreSQL, 2 workers, 64 connections"]
     with (
@@ -79,7 +83,6 @@ def run(seconds: float, quick: bool) -> dict[str, Any]:
         results["policy"] = _module("policy")
         results["queries"] = _module("queries", "--events", "5000" if quick else "50000")
         results["export"] = _module("export", "--events", "5000" if quick else "50000")
-    return results
 
 
 def _summary(results: dict[str, Any]) -> Table:
@@ -161,8 +164,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--out", type=Path, default=Path("bench/last-run.json"))
     args = parser.parse_args()
-    results = run(args.seconds, args.quick)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    results: dict[str, Any] = {}
+    try:
+        run(args.seconds, args.quick, results)
+    finally:
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
     if args.json:
         print(json.dumps(results, indent=2))
         return
