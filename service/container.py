@@ -62,7 +62,7 @@ def build_services(settings: Settings, *, create: bool = True) -> Services:
     rulebook = Rulebook.load(settings.rules_dir or BUILTIN_RULES)
     audit = AuditLog(settings.eventsourcing_env(), master, rulebook)
     create_service_tables(audit.db)
-    ingest = Ingest(audit, rulebook, write_attempts=settings.write_attempts)
+    ingest = Ingest(audit, write_attempts=settings.write_attempts)
     log = TenantLog(
         audit.db,
         audit.keyring,

@@ -381,13 +381,23 @@ def instrument_app(app: "FastAPI") -> None:
 
 
 @contextmanager
-def span(name: str, attributes: Mapping[str, AttributeValue] | None = None) -> Iterator[Span]:
+def span(
+    name: str,
+    attributes: Mapping[str, AttributeValue] | None = None,
+    *,
+    parent: Context | None = None,
+    links: Sequence[Link] = (),
+) -> Iterator[Span]:
     """A span around internal work (a projection batch, an export), with allowlisted attributes.
 
     An exception ends the span with status ERROR and an event naming only the exception type.
     """
     with _tracer.start_as_current_span(
-        name, attributes=safe_attributes(attributes), record_exception=False
+        name,
+        context=parent,
+        links=links,
+        attributes=safe_attributes(attributes),
+        record_exception=False,
     ) as current:
         try:
             yield current
@@ -407,23 +417,10 @@ def group_span(
 ) -> Iterator[Span]:
     """A span for work done once for many requests (a group commit): a child of the first
     request's span, and linked to every request's span, so each trace shows its commit."""
-    links = []
-    for carried in contexts:
-        linked = trace.get_current_span(carried).get_span_context()
-        if linked.is_valid:
-            links.append(Link(linked))
-    with _tracer.start_as_current_span(
-        name,
-        context=contexts[0] if contexts else None,
-        links=links,
-        attributes=safe_attributes(attributes),
-        record_exception=False,
-    ) as current:
-        try:
-            yield current
-        except BaseException as error:
-            current.add_event("exception", {"exception.type": type(error).__name__})
-            raise
+    linked = [trace.get_current_span(c).get_span_context() for c in contexts]
+    links = [Link(context) for context in linked if context.is_valid]
+    with span(name, attributes, parent=contexts[0] if contexts else None, links=links) as current:
+        yield current
 
 
 def record_projection_lag(

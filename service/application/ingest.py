@@ -46,7 +46,6 @@ from opentelemetry.context import Context
 from domain import canonical, facts
 from domain.errors import EventIdReusedError, RecordErasedError
 from domain.policy.engine import Judgment, judge_on_record
-from domain.policy.rulesets import Rulebook
 from domain.record import ClientRecord, check_not_in_future
 from service.storage.app import AuditLog
 from service.storage.sql import as_datetime, as_uuid
@@ -150,7 +149,6 @@ class _Request:
     """One caller's submissions, waiting for the writer."""
 
     tenant_id: str
-    submissions: Sequence[Submission]
     unique: dict[UUID, tuple[Submission, bytes]]
     answered: threading.Event = field(default_factory=threading.Event)
     receipts: dict[UUID, Receipt] = field(default_factory=dict)
@@ -183,14 +181,12 @@ class Ingest:
     def __init__(
         self,
         store: AuditLog,
-        rulebook: Rulebook,
         *,
         write_attempts: int,
         max_group_events: int = 2000,
         cached_records: int = 20_000,
     ) -> None:
         self.store = store
-        self.rulebook = rulebook
         self.saved = threading.Event()  # set after every commit: wakes an in-process projector
         self._attempts = write_attempts
         self._max_group_events = max_group_events
@@ -198,7 +194,7 @@ class Ingest:
         self._records: OrderedDict[UUID, ClientRecord] = OrderedDict()
         self._absent: set[UUID] = set()
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        self._start = threading.Lock()
+        self._lock = threading.Lock()  # guards the writer's start and the records in memory
         self._writer: threading.Thread | None = None
         self._closed = False
 
@@ -223,7 +219,7 @@ class Ingest:
                 raise EventIdReusedError(str(submission.fact.event_id))
             unique[submission.fact.event_id] = (submission, digest)
         self._prefetch(tenant_id, {s.record_ref for s in submissions})
-        request = _Request(tenant_id, submissions, unique)
+        request = _Request(tenant_id, unique)
         self._submit(request)
         if not request.answered.wait(ANSWER_WITHIN_SECONDS):
             raise WriteContentionError("the writer did not answer in time; retry")
@@ -237,7 +233,7 @@ class Ingest:
         the writer does no round trip per record, only one per group."""
         for record_ref in record_refs:
             rid = self.store.record_id(tenant_id, record_ref)
-            with self._start:
+            with self._lock:
                 known = rid in self._records
             record = None if known else self.store.load(rid)
             if record is not None:
@@ -246,7 +242,7 @@ class Ingest:
                 self.store.key_of(rid)
             else:
                 self.store.ensure_key(tenant_id, rid)
-                with self._start:
+                with self._lock:
                     # New as far as we know: the writer registers it without looking again.
                     # Should another process register it first, the save fails on version 1
                     # and the group is redone with the record read from the store.
@@ -260,7 +256,7 @@ class Ingest:
         return self.store.content_digest(canonical.dumps(content))
 
     def _submit(self, request: _Request) -> None:
-        with self._start:
+        with self._lock:
             if self._closed:
                 raise WriteContentionError("the service is shutting down; retry")
             if self._writer is None:
@@ -270,7 +266,7 @@ class Ingest:
 
     def close(self) -> None:
         """Answer everything already submitted, then stop the writer."""
-        with self._start:
+        with self._lock:
             self._closed = True
             writer = self._writer
             if writer is not None:
@@ -284,7 +280,7 @@ class Ingest:
 
     def forget(self, record: UUID) -> None:
         """Drop a record from memory (its key was destroyed, or it changed elsewhere)."""
-        with self._start:
+        with self._lock:
             self._records.pop(record, None)
 
     # The writer's side --------------------------------------------------------------------
@@ -467,7 +463,7 @@ class Ingest:
                     record = copy.deepcopy(base)  # cheap: state is immutable but the list
                 trial[rid] = record
             judgment = _judgment_dict(
-                judge_on_record(self.rulebook, record.legal_facts, submission.fact)
+                judge_on_record(self.store.rulebook, record.legal_facts, submission.fact)
             )
             record.record(submission.fact, recorded_at)
             key = (rid, record.version)
@@ -506,7 +502,7 @@ class Ingest:
     # Records in memory --------------------------------------------------------------------
 
     def _recall(self, record: UUID) -> ClientRecord | None:
-        with self._start:
+        with self._lock:
             found = self._records.get(record)
             if found is not None:
                 self._records.move_to_end(record)
@@ -516,7 +512,7 @@ class Ingest:
         return self.store.load(record)
 
     def _remember(self, records: Any, *, only_newer: bool = False) -> None:
-        with self._start:
+        with self._lock:
             for record in records:
                 self._absent.discard(record.id)
                 held = self._records.get(record.id)
@@ -528,7 +524,7 @@ class Ingest:
                 self._records.popitem(last=False)
 
     def _evict(self, records: set[UUID]) -> None:
-        with self._start:
+        with self._lock:
             for record in records:
                 self._records.pop(record, None)
                 self._absent.discard(record)

@@ -209,7 +209,7 @@ def test_another_process_writing_the_same_record_is_caught_by_its_version(
     """Two writers, each with its record in memory (two processes): the stale one's save fails
     on the record's version, it reloads and redoes, and both facts are stored in order."""
     tenant = new_tenant()
-    other = Ingest(services.audit, services.audit.rulebook, write_attempts=5)
+    other = Ingest(services.audit, write_attempts=5)
     try:
         services.ingest.record_facts(tenant, [Submission("both", _fact())])
         other.record_facts(tenant, [Submission("both", _fact())])  # loads version 2, writes 3
