@@ -1,14 +1,14 @@
 """Queries over the read models. They read tables only (never aggregates) and page by position.
 
-Each returns plain JSON-ready items; personal fields are opened with the record key, and a
-crypto-shredded record's rows come back with ``"redacted": true`` instead.
+Each returns view models (``projections.views``); personal fields are opened with the record
+key, and a crypto-shredded record's rows come back with ``redacted=True`` instead.
 """
 
 import json
 from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from domain import facts
@@ -25,15 +25,33 @@ from domain.policy.accounting import (
 )
 from domain.policy.rulesets import Rulebook
 from projections.ports import Cursor, Sealer
+from projections.views import (
+    AccessEntry,
+    AccountingEntry,
+    DisclosureEntry,
+    FindingStatus,
+    FindingView,
+)
 
-__all__ = ["FactFilter", "FindingFilter", "Page", "accounting", "fact_page", "finding_page"]
+__all__ = [
+    "FactFilter",
+    "FindingFilter",
+    "Page",
+    "access_page",
+    "accounting",
+    "disclosure_page",
+    "finding_page",
+]
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Page:
+class Page(Generic[T]):
     """A page of items and the position to continue after (None at the end)."""
 
-    items: list[dict[str, Any]]
+    items: list[T]
     next_after: str | None
 
 
@@ -92,23 +110,31 @@ def _split(listed: str) -> list[str]:
     return [v for v in listed.split(",") if v]
 
 
-def _findings_of(cursor: Cursor, tenant: str, event_ids: list[object]) -> dict[str, list[Any]]:
-    if not event_ids:
+def _findings_of(
+    cursor: Cursor, tenant: str, subjects: dict[str, str | None]
+) -> dict[str, list[FindingView]]:
+    """The open and acknowledged findings of facts, by event id (``subjects``: event id to its
+    record_ref)."""
+    if not subjects:
         return {}
-    marks = ", ".join(["%s"] * len(event_ids))
+    marks = ", ".join(["%s"] * len(subjects))
     # Withdrawn findings are skipped here, not in SQL: with "withdrawn = 0" the planner, on a
     # table without statistics, preferred the (tenant, withdrawn) index and read every finding
     # of the practice (145 ms at 1M events, against 1.7 ms by the subject index).
     rows = cursor.fetchall(
-        "SELECT * FROM pv_findings WHERE tenant_id = %s"  # noqa: S608
-        f" AND subject_event_id IN ({marks}) ORDER BY rule",
-        (tenant, *event_ids),
-    )
-    found: dict[str, list[Any]] = {}
+        "SELECT x.*, a.resolution FROM pv_findings x LEFT JOIN pv_acks a"  # noqa: S608
+        " ON a.tenant_id = x.tenant_id AND a.finding_id = " + _text_id(cursor) +
+        f" WHERE x.tenant_id = %s AND x.subject_event_id IN ({marks}) ORDER BY x.rule",
+        (tenant, *subjects),
+    )  # fmt: skip
+    found: dict[str, list[FindingView]] = {}
     for row in rows:
         if row["withdrawn"]:
             continue
-        found.setdefault(str(row["subject_event_id"]), []).append(_finding_item(row, None))
+        event_id = str(row["subject_event_id"])
+        found.setdefault(event_id, []).append(
+            _finding_view(row, row["resolution"], subjects[event_id])
+        )
     return found
 
 
@@ -154,10 +180,19 @@ def _with_rule(
     return rows[: limit + 1]
 
 
-def fact_page(
+def _entry(f: FactFilter, row: dict[str, Any], content: dict[str, Any] | None) -> dict[str, Any]:
+    base: dict[str, Any] = {"position": int(row["position"]), "event_id": row["event_id"]}
+    if content is None:
+        return base | {"occurred_at": row["occurred_at"], "redacted": True}
+    fact = facts.FACT_TYPES_BY_NAME[f.type].model_validate(content["fact"], context=facts.STORED)
+    fields = {name: getattr(fact, name) for name in type(fact).model_fields}
+    return base | fields | {"redacted": False, "record_ref": content["record_ref"]}
+
+
+def _fact_rows(
     cursor: Cursor, sealer: Sealer, tenant: str, f: FactFilter, *, limit: int, after: int
-) -> Page:
-    """A page of accesses or disclosures, oldest position first."""
+) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], str | None]:
+    """Up to ``limit`` (row, entry fields) of ``f.type`` after ``after``, and where to go on."""
     where, params = _where(tenant, f)
     if f.rule is None:
         rows = cursor.fetchall(
@@ -169,29 +204,37 @@ def fact_page(
         rows = _with_rule(cursor, tenant, f.rule, (where, params), limit=limit, after=after)
     more = len(rows) > limit
     rows = rows[:limit]
-    findings = (
-        _findings_of(cursor, tenant, [r["event_id"] for r in rows])
-        if f.type == "DisclosureMade"
-        else {}
+    next_after = str(rows[-1]["position"]) if more and rows else None
+    return [(row, _entry(f, row, _opened(sealer, row))) for row in rows], next_after
+
+
+def access_page(
+    cursor: Cursor, sealer: Sealer, tenant: str, f: FactFilter, *, limit: int, after: int
+) -> Page[AccessEntry]:
+    """A page of the access log, oldest position first."""
+    found, next_after = _fact_rows(cursor, sealer, tenant, f, limit=limit, after=after)
+    return Page([AccessEntry.model_validate(entry) for _, entry in found], next_after)
+
+
+def disclosure_page(
+    cursor: Cursor, sealer: Sealer, tenant: str, f: FactFilter, *, limit: int, after: int
+) -> Page[DisclosureEntry]:
+    """A page of the disclosures register with each one's findings, oldest position first."""
+    found, next_after = _fact_rows(cursor, sealer, tenant, f, limit=limit, after=after)
+    findings = _findings_of(
+        cursor, tenant, {str(entry["event_id"]): entry.get("record_ref") for _, entry in found}
     )
-    items = []
-    for row in rows:
-        content = _opened(sealer, row)
-        item: dict[str, Any] = {
-            "position": int(row["position"]),
-            "event_id": str(row["event_id"]),
-            "occurred_at": str(row["occurred_at"]) if content is None
-            else content["fact"]["occurred_at"],
-            "redacted": content is None,
-        }  # fmt: skip
-        if content is not None:
-            item |= {"record_ref": content["record_ref"], **content["fact"]}
-        if f.type == "DisclosureMade":
-            item["findings"] = findings.get(str(row["event_id"]), [])
-            item["excess_categories"] = _split(row["excess"])
-            item["accountable"] = None if row["accountable"] is None else bool(row["accountable"])
-        items.append(item)
-    return Page(items, str(rows[-1]["position"]) if more and rows else None)
+    disclosures = [
+        DisclosureEntry.model_validate(
+            entry | {
+                "findings": findings.get(str(entry["event_id"]), []),
+                "excess_categories": _split(row["excess"]),
+                "accountable": None if row["accountable"] is None else bool(row["accountable"]),
+            }
+        )
+        for row, entry in found
+    ]  # fmt: skip
+    return Page(disclosures, next_after)
 
 
 @dataclass(frozen=True)
@@ -204,27 +247,58 @@ class FindingFilter:
     record_id: UUID | None = None
 
 
-def _finding_item(row: dict[str, Any], resolution: str | None) -> dict[str, Any]:
-    status = "withdrawn" if row["withdrawn"] else ("acknowledged" if resolution else "open")
-    return {
-        "finding_id": str(row["finding_id"]),
-        "rule": row["rule"],
-        "severity": row["severity"],
-        "citation": row["citation"],
-        "message": row["message"],
-        "evidence": json.loads(row["evidence"]),
-        "ruleset": row["ruleset"],
-        "event_id": str(row["subject_event_id"]),
-        "position": int(row["subject_position"]),
-        "status": status,
-        "resolution": resolution,
-        "changed_at_position": int(row["changed_position"]),
-    }
+def _finding_view(
+    row: dict[str, Any], resolution: str | None, record_ref: str | None
+) -> FindingView:
+    status: FindingStatus = (
+        "withdrawn" if row["withdrawn"] else ("acknowledged" if resolution else "open")
+    )
+    return FindingView(
+        finding_id=row["finding_id"],
+        rule=row["rule"],
+        severity=row["severity"],
+        citation=row["citation"],
+        message=row["message"],
+        evidence=json.loads(row["evidence"]),
+        ruleset=row["ruleset"],
+        event_id=row["subject_event_id"],
+        position=int(row["subject_position"]),
+        record_ref=record_ref,
+        status=status,
+        resolution=resolution,
+        changed_at_position=int(row["changed_position"]),
+    )
+
+
+def _record_refs(
+    cursor: Cursor, sealer: Sealer, tenant: str, positions: list[int]
+) -> dict[int, str]:
+    """The record_ref of the facts at ``positions`` (absent where crypto-shredded)."""
+    if not positions:
+        return {}
+    marks = ", ".join(["%s"] * len(positions))
+    rows = cursor.fetchall(
+        "SELECT position, record_id, sealed FROM pv_facts"  # noqa: S608
+        f" WHERE tenant_id = %s AND position IN ({marks})",
+        (tenant, *positions),
+    )
+    refs: dict[int, str] = {}
+    for row in rows:
+        content = _opened(sealer, row)
+        if content is not None:
+            refs[int(row["position"])] = content["record_ref"]
+    return refs
 
 
 def finding_page(
-    cursor: Cursor, tenant: str, f: FindingFilter, *, limit: int, after: tuple[int, str]
-) -> Page:
+    cursor: Cursor,
+    sealer: Sealer,
+    tenant: str,
+    f: FindingFilter,
+    *,
+    limit: int,
+    after: tuple[int, str],
+) -> Page[FindingView]:
     """A page of the findings queue, ordered by the judged fact's position, then rule."""
     clauses = [
         "x.tenant_id = %s",
@@ -250,7 +324,11 @@ def finding_page(
     )  # fmt: skip
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [_finding_item(row, row["resolution"]) for row in rows]
+    refs = _record_refs(cursor, sealer, tenant, sorted({int(r["subject_position"]) for r in rows}))
+    items = [
+        _finding_view(row, row["resolution"], refs.get(int(row["subject_position"])))
+        for row in rows
+    ]
     last = f"{rows[-1]['subject_position']}:{rows[-1]['rule']}" if more and rows else None
     return Page(items, last)
 
@@ -269,7 +347,7 @@ def accounting(
     since: date | None,
     until: date,
     today: date,
-) -> list[dict[str, Any]]:
+) -> list[AccountingEntry]:
     """The 164.528 accounting of one record, as ``domain.policy.accounting`` builds it from the
     read model's latest judgments (re-judged when a later fact changed them).
 
@@ -307,4 +385,4 @@ def accounting(
             )
         )  # fmt: skip
     entries = plan(found, since=since, until=until, today=today)
-    return [entry.item(details, record[1]) for entry in entries]
+    return [AccountingEntry.model_validate(entry.item(details, record[1])) for entry in entries]

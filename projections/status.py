@@ -5,11 +5,12 @@ from datetime import datetime
 from typing import Any
 
 from domain import facts
+from projections.views import RecordStatus
 
 __all__ = ["record_status"]
 
 
-def record_status(history: Iterable[facts.FactBase], at: datetime) -> dict[str, Any]:
+def record_status(record_ref: str, history: Iterable[facts.FactBase], at: datetime) -> RecordStatus:
     """What stood at ``at``, from the facts that had occurred by then (recorded order aside)."""
     known = sorted(
         (f for f in history if f.occurred_at <= at), key=lambda f: (f.occurred_at, str(f.event_id))
@@ -60,7 +61,8 @@ def record_status(history: Iterable[facts.FactBase], at: datetime) -> dict[str, 
             holds[fact.hold_id] = fact
         elif isinstance(fact, facts.LegalHoldReleased):
             holds.pop(fact.hold_id, None)
-    return {
+    standing: dict[str, Any] = {
+        "record_ref": record_ref,
         "as_of": at.isoformat(),
         "jurisdiction": opened[-1].jurisdiction if opened else None,
         "setting": opened[-1].setting.value if opened else None,
@@ -78,3 +80,4 @@ def record_status(history: Iterable[facts.FactBase], at: datetime) -> dict[str, 
         ],
         "holds": [{"hold_id": h, "placed_at": f.occurred_at.isoformat()} for h, f in holds.items()],
     }
+    return RecordStatus.model_validate(standing)

@@ -102,7 +102,9 @@ def audited(*roles: Role) -> Callable[..., Principal]:
                     headers={"Retry-After": "1"},
                 ) from None
         route = getattr(request.scope.get("route"), "path", request.url.path)
-        services.reads.record(principal, f"{request.method} {route}", dict(request.query_params))
+        # Path parameters too: a read of /v1/records/{record_ref} names the record it was about.
+        filters = dict(request.query_params) | dict(request.path_params)
+        services.reads.record(principal, f"{request.method} {route}", filters)
         return principal
 
     dependency.__name__ = "audited_" + "_or_".join(r.value for r in roles)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
+from projections.views import AuditRead
 from service.auth import Principal
 from service.storage.crypto import MasterKey, open_state, seal_state
 from service.storage.sql import Database, Dialect, as_datetime
@@ -30,6 +31,11 @@ READ_TABLES: dict[Dialect, list[str]] = {
         " key_id TEXT NOT NULL, route TEXT NOT NULL, filters BLOB NOT NULL)",
     ],
 }
+
+
+def _record_of(filters: dict[str, str | list[str]]) -> str | None:
+    ref = filters.get("record_ref")
+    return ref if isinstance(ref, str) else None
 
 
 class ReadLog:
@@ -58,9 +64,7 @@ class ReadLog:
         )
         return opened
 
-    def page(
-        self, tenant_id: str, *, limit: int, after: int
-    ) -> tuple[list[dict[str, Any]], int | None]:
+    def page(self, tenant_id: str, *, limit: int, after: int) -> tuple[list[AuditRead], int | None]:
         """A page of the tenant's reads, oldest first."""
         with self._db.transaction(commit=False) as cursor:
             rows = cursor.fetchall(
@@ -69,14 +73,20 @@ class ReadLog:
                 (tenant_id, after, limit + 1),
             )
         more = len(rows) > limit
-        items = [
-            {
-                "read_id": str(row["read_id"]),
-                "at": as_datetime(row["at"]).isoformat(),
-                "key_id": row["key_id"],
-                "route": row["route"],
-                "filters": self._open(bytes(row["filters"])),
+        items = []
+        for row in rows[:limit]:
+            filters = {
+                k: [str(i) for i in v] if isinstance(v, list) else str(v)
+                for k, v in self._open(bytes(row["filters"])).items()
             }
-            for row in rows[:limit]
-        ]
+            items.append(
+                AuditRead(
+                    read_id=row["read_id"],
+                    at=as_datetime(row["at"]),
+                    key_id=row["key_id"],
+                    route=row["route"],
+                    record_ref=_record_of(filters),
+                    filters=filters,
+                )
+            )
         return items, int(rows[limit - 1]["seq"]) if more else None

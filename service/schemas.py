@@ -1,7 +1,7 @@
 """Request and response bodies of the public API (API.md), separate from stored events."""
 
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar, Union
 from uuid import UUID
 
 from pydantic import (
@@ -36,7 +36,7 @@ __all__ = [
     "FindingOut",
     "InclusionProofOut",
     "IngestFact",
-    "ListPage",
+    "Page",
     "Problem",
     "ReceiptOut",
     "TimelineItem",
@@ -288,8 +288,11 @@ class AcknowledgementOut(Out):
     recorded_at: datetime
 
 
-class ListPage(Out):
-    """A page of a list (API.md "Lists")."""
+T = TypeVar("T")
 
-    items: list[dict[str, Any]]
+
+class Page(Out, Generic[T]):
+    """A page of a list (API.md "Lists"): pass ``next_cursor`` as ``?cursor=`` for the next."""
+
+    items: list[T]
     next_cursor: str | None

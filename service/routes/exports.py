@@ -149,8 +149,9 @@ def _chunks(handle: IO[bytes]) -> Iterator[bytes]:
 @router.get(
     "/{export_id}/bundle",
     operation_id="get_export_bundle",
+    response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/gzip": {}}},
+        200: {"content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}},
         410: {"model": Problem, "description": "Deleted after the export retention period"},
         **_ERRORS,
     },

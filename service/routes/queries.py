@@ -5,7 +5,7 @@ import binascii
 import csv
 import io
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query
 from fastapi.responses import Response
@@ -16,11 +16,26 @@ from domain.policy.accounting import COLUMNS, row
 from domain.policy.state import party_key
 from domain.record import ClientRecord
 from domain.vocabulary import ActorRole, DataCategory, LegalBasisKind, PurposeOfUse
-from projections.queries import FactFilter, FindingFilter, accounting, fact_page, finding_page
+from projections.queries import (
+    FactFilter,
+    FindingFilter,
+    access_page,
+    accounting,
+    disclosure_page,
+    finding_page,
+)
 from projections.status import record_status
+from projections.views import (
+    AccessEntry,
+    AccountingEntry,
+    AuditRead,
+    DisclosureEntry,
+    FindingView,
+    RecordStatus,
+)
 from service.auth import Principal, Role
 from service.deps import MAX_POSITION, ServicesDep, audited
-from service.schemas import ListPage, Problem
+from service.schemas import Page, Problem
 from service.spreadsheet import safe_row
 
 __all__ = ["router"]
@@ -60,17 +75,7 @@ def _next(after: str | None) -> str | None:
     return None if after is None else base64.urlsafe_b64encode(after.encode()).decode()
 
 
-def _fact_page(
-    services: ServicesDep, tenant: str, f: FactFilter, limit: int, cursor: str | None
-) -> ListPage:
-    with services.audit.db.transaction(commit=False) as cur:
-        page = fact_page(
-            cur, services.projector.sealer, tenant, f, limit=limit, after=_position(cursor)
-        )
-    return ListPage(items=page.items, next_cursor=_next(page.next_after))
-
-
-@router.get("/access-log", operation_id="get_access_log", response_model=ListPage,
+@router.get("/access-log", operation_id="get_access_log", response_model=Page[AccessEntry],
             responses=_ERRORS, summary="Who saw what: every access, filtered")  # fmt: skip
 def get_access_log(
     principal: Reader,
@@ -85,7 +90,7 @@ def get_access_log(
     until: facts.Day | None = None,
     limit: Limit = 100,
     cursor: Cursor = None,
-) -> ListPage:
+) -> Page[AccessEntry]:
     """Accesses in log order; ``since``/``until`` are days of ``occurred_at`` (UTC)."""
     tenant = principal.tenant_id
     f = FactFilter(
@@ -94,10 +99,13 @@ def get_access_log(
         actor_id=actor_id, role=role, category=category, purpose_of_use=purpose_of_use,
         break_glass=break_glass, since=since, until=until,
     )  # fmt: skip
-    return _fact_page(services, tenant, f, limit, cursor)
+    with services.audit.db.transaction(commit=False) as cur:
+        page = access_page(cur, services.projector.sealer, tenant, f, limit=limit,
+                           after=_position(cursor))  # fmt: skip
+    return Page(items=page.items, next_cursor=_next(page.next_after))
 
 
-@router.get("/disclosures", operation_id="get_disclosures", response_model=ListPage,
+@router.get("/disclosures", operation_id="get_disclosures", response_model=Page[DisclosureEntry],
             responses=_ERRORS, summary="The disclosures register with findings")  # fmt: skip
 def get_disclosures(
     principal: Reader,
@@ -112,7 +120,7 @@ def get_disclosures(
     until: facts.Day | None = None,
     limit: Limit = 100,
     cursor: Cursor = None,
-) -> ListPage:
+) -> Page[DisclosureEntry]:
     """Disclosures in log order; ``recipient`` matches a name ignoring case and spacing."""
     tenant = principal.tenant_id
     f = FactFilter(
@@ -122,10 +130,13 @@ def get_disclosures(
         legal_basis=legal_basis, category=category, rule=rule, accountable=accountable,
         since=since, until=until,
     )  # fmt: skip
-    return _fact_page(services, tenant, f, limit, cursor)
+    with services.audit.db.transaction(commit=False) as cur:
+        page = disclosure_page(cur, services.projector.sealer, tenant, f, limit=limit,
+                               after=_position(cursor))  # fmt: skip
+    return Page(items=page.items, next_cursor=_next(page.next_after))
 
 
-@router.get("/findings", operation_id="get_findings", response_model=ListPage,
+@router.get("/findings", operation_id="get_findings", response_model=Page[FindingView],
             responses=_ERRORS, summary="The findings queue")  # fmt: skip
 def get_findings(
     principal: Reader,
@@ -136,7 +147,7 @@ def get_findings(
     record_ref: facts.RecordRef | None = None,
     limit: Limit = 100,
     cursor: Cursor = None,
-) -> ListPage:
+) -> Page[FindingView]:
     """Findings by the position of the fact they judge; acknowledge with FindingAcknowledged."""
     tenant = principal.tenant_id
     after = _after(cursor) or "0:"
@@ -148,31 +159,34 @@ def get_findings(
         record_id=services.audit.record_id(tenant, record_ref) if record_ref else None,
     )  # fmt: skip
     with services.audit.db.transaction(commit=False) as cur:
-        page = finding_page(cur, tenant, f, limit=limit, after=(int(position), rule_after))
-    return ListPage(items=page.items, next_cursor=_next(page.next_after))
+        page = finding_page(cur, services.projector.sealer, tenant, f, limit=limit,
+                            after=(int(position), rule_after))  # fmt: skip
+    return Page(items=page.items, next_cursor=_next(page.next_after))
 
 
 @router.get("/records/{record_ref}", operation_id="get_record_status", responses=_ERRORS,
+            response_model=RecordStatus,
             summary="A record's status now, or as of a time")  # fmt: skip
 def get_record_status(
     principal: Reader,
     services: ServicesDep,
     record_ref: Annotated[facts.RecordRef, Path()],
     as_of: facts.Timestamp | None = None,
-) -> dict[str, Any]:
+) -> RecordStatus:
     """Authorizations, privilege per demand, open demands and holds, as they stood."""
     stored = services.audit.read_record(principal.tenant_id, record_ref)
     history = [s.event.fact for s in stored if isinstance(s.event, ClientRecord.FactRecorded)]
     moment = as_of or datetime.now(UTC)
     if moment.tzinfo is None:
         raise HTTPException(422, "as_of needs a UTC offset, e.g. 2026-03-01T00:00:00Z.")
-    return {"record_ref": record_ref, **record_status(history, moment)}
+    return record_status(record_ref, history, moment)
 
 
 @router.get(
     "/records/{record_ref}/accounting",
     operation_id="get_accounting",
-    responses={200: {"content": {"application/json": {}, "text/csv": {}}}, **_ERRORS},
+    response_model=Page[AccountingEntry],
+    responses={200: {"content": {"text/csv": {}}}, **_ERRORS},
     summary="The 45 CFR 164.528 accounting of disclosures (JSON, or CSV with Accept: text/csv)",
 )
 def get_accounting(
@@ -200,17 +214,17 @@ def get_accounting(
         writer.writerow(COLUMNS)
         for item in items:
             # Names, addresses and ids a spreadsheet must show, never evaluate (OWASP).
-            writer.writerow(safe_row(row(item)))
+            writer.writerow(safe_row(row(item.model_dump(mode="json"))))
         return Response(buffer.getvalue(), media_type="text/csv")
-    body = ListPage(items=items, next_cursor=None)
+    body = Page(items=items, next_cursor=None)
     return Response(body.model_dump_json(), media_type="application/json")
 
 
-@router.get("/audit-reads", operation_id="get_audit_reads", response_model=ListPage,
+@router.get("/audit-reads", operation_id="get_audit_reads", response_model=Page[AuditRead],
             responses=_ERRORS, summary="Who queried or exported the audit trail")  # fmt: skip
 def get_audit_reads(
     principal: Reader, services: ServicesDep, limit: Limit = 100, cursor: Cursor = None
-) -> ListPage:
+) -> Page[AuditRead]:
     """Every query and export, oldest first; this read is itself recorded (once)."""
     items, after = services.reads.page(principal.tenant_id, limit=limit, after=_position(cursor))
-    return ListPage(items=items, next_cursor=_next(None if after is None else str(after)))
+    return Page(items=items, next_cursor=_next(None if after is None else str(after)))

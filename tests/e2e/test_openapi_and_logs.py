@@ -29,6 +29,34 @@ def test_operation_ids_are_stable_names() -> None:
     }  # fmt: skip
 
 
+def test_every_get_answer_is_typed_down_to_its_list_items() -> None:
+    import json
+
+    document = json.loads(openapi_json())
+    schemas = document["components"]["schemas"]
+
+    def typed(schema: dict[str, object]) -> bool:
+        if "$ref" in schema:
+            target = schemas[str(schema["$ref"]).rsplit("/", 1)[1]]
+            return bool(target.get("properties")) or target.get("type") == "string"
+        return schema.get("type") in {"string", "integer", "boolean"}
+
+    for path, item in document["paths"].items():
+        get = item.get("get")
+        if get is None:
+            continue
+        body = get["responses"]["200"]["content"]
+        if "application/json" not in body:
+            continue  # text: checkpoints, keys, bundles
+        schema = body["application/json"]["schema"]
+        assert typed(schema), f"GET {path} answers an untyped object"
+        target = schemas[schema["$ref"].rsplit("/", 1)[1]]
+        if "items" in target["properties"]:
+            listed = target["properties"]["items"]["items"]
+            assert "$ref" in listed, f"GET {path} lists untyped items"
+            assert schemas[listed["$ref"].rsplit("/", 1)[1]]["properties"], path
+
+
 @pytest.mark.parametrize("store", ["sqlite"])
 def test_no_phi_appears_in_logs(api: Api, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)

@@ -307,7 +307,7 @@ def _api_accounting(services: Services, record_refs: set[str]) -> list[list[str]
             items = accounting(cursor, services.projector.sealer, services.audit.rulebook, TENANT,
                                (services.audit.record_id(TENANT, ref), ref), since=None,
                                until=today, today=today)  # fmt: skip
-        rows += [[str(cell) for cell in safe_row(row(item))] for item in items]
+        rows += [[str(cell) for cell in safe_row(row(i.model_dump(mode="json")))] for i in items]
     return rows
 
 

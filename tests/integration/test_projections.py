@@ -78,6 +78,15 @@ def test_the_scenarios_produce_the_expected_read_models(api: Api) -> None:
         rule for expected in EXPECTED.values() for rules in expected.values() for rule in rules
     )
     assert all(f["status"] == "open" and f["ruleset"] for f in findings)
+    # Each finding names its record: the one of the fact it judges, as the register says.
+    record_of = {d["event_id"]: d["record_ref"] for d in disclosures}
+    record_of |= {a["event_id"]: a["record_ref"] for a in _all(api, "/v1/access-log", headers)}
+    judged = [f for f in findings if f["event_id"] in record_of]
+    assert judged, "the scenarios' findings judge accesses and disclosures"
+    assert all(f["record_ref"] == record_of[f["event_id"]] for f in judged)
+    assert all(f["record_ref"] for f in findings)
+    one = _all(api, "/v1/findings", headers, record_ref="jr-2041")
+    assert {f["record_ref"] for f in one} == {"jr-2041"}
 
 
 def test_the_accounting_lists_court_agency_and_warning_disclosures_and_summarises_repeats(
@@ -230,12 +239,11 @@ def test_timelines_proofs_and_exports_are_audited_too(api: Api) -> None:
     api.client.get("/v1/records/aud2/timeline", headers=headers)
     api.client.get("/v1/log/checkpoint", headers=headers)
     api.client.post("/v1/exports", json={"record_refs": ["aud2"]}, headers=headers)
-    routes = [
-        (r["route"], r["filters"])
-        for r in api.client.get("/v1/audit-reads", headers=headers).json()["items"]
-    ]
+    reads = api.client.get("/v1/audit-reads", headers=headers).json()["items"]
+    routes = [(r["route"], r["filters"]) for r in reads]
+    assert reads[0]["record_ref"] == "aud2", "a read of a record's route names the record"
     assert routes[:3] == [
-        ("GET /v1/records/{record_ref}/timeline", {}),
+        ("GET /v1/records/{record_ref}/timeline", {"record_ref": "aud2"}),
         ("GET /v1/log/checkpoint", {}),
         ("POST /v1/exports", {"record_refs": ["aud2"]}),  # unset filters are not recorded
     ]
