@@ -41,6 +41,7 @@ __all__ = [
     "accounting",
     "disclosure_page",
     "finding_page",
+    "recent_disclosures",
 ]
 
 
@@ -386,3 +387,20 @@ def accounting(
         )  # fmt: skip
     entries = plan(found, since=since, until=until, today=today)
     return [AccountingEntry.model_validate(entry.item(details, record[1])) for entry in entries]
+
+
+def recent_disclosures(
+    cursor: Cursor, sealer: Sealer, tenant: str, count: int
+) -> list[DisclosureEntry]:
+    """The tenant's latest ``count`` disclosures with their findings, newest first."""
+    rows = cursor.fetchall(
+        "SELECT position FROM pv_facts WHERE tenant_id = %s AND type = 'DisclosureMade'"
+        " ORDER BY position DESC LIMIT %s",
+        (tenant, count),
+    )
+    if not rows:
+        return []
+    oldest = min(int(r["position"]) for r in rows)
+    f = FactFilter(type="DisclosureMade")
+    page = disclosure_page(cursor, sealer, tenant, f, limit=count, after=oldest - 1)
+    return list(reversed(page.items))

@@ -5,8 +5,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from service import health
+from service.console.pages import install_console
 from service.container import Services, build_services
 from service.errors import install_error_handlers
 from service.health import ProjectionStatus, Readiness
@@ -60,7 +62,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
                 app.state.services.close()
                 telemetry.shutdown()
 
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc from assets in the package, never from a CDN.
+    app = FastAPIOffline(
         title="disclosure-audit",
         version=API_VERSION,
         summary="Who saw what, when, under which legal basis: an audit trail for therapy records.",
@@ -76,6 +79,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(exports.router)
     app.include_router(queries.router)
     app.include_router(findings.router)
+    install_console(app)
     install_openapi(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(UrlLimitMiddleware)

@@ -8,6 +8,7 @@ belong to the eventsourcing library (created by its recorders), and the read mod
 """
 
 from service.auth import API_KEY_TABLES
+from service.console.sessions import SESSION_TABLES
 from service.integrity.jobs import EXPORT_TABLES
 from service.integrity.log import CHECKPOINT_TABLES
 from service.reads import READ_TABLES
@@ -24,6 +25,7 @@ SERVICE_TABLES: dict[str, dict[Dialect, list[str]]] = {
     "da_exports (service/integrity/jobs.py)": EXPORT_TABLES,
     "da_api_keys (service/auth.py)": API_KEY_TABLES,
     "da_audit_reads (service/reads.py)": READ_TABLES,
+    "da_console_sessions (service/console/sessions.py)": SESSION_TABLES,
 }
 
 

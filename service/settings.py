@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -110,6 +111,28 @@ class Settings(BaseSettings):
         description="How long an export bundle (a plaintext copy of the audit trail) stays "
         "downloadable; then it is deleted and GET .../bundle answers 410.",
     )
+
+    timezone: str = Field(
+        default="UTC",
+        description="The practice's time zone (IANA name, e.g. America/New_York): the console "
+        "shows dates in it, with UTC on hover.",
+    )
+    console_session_minutes: int = Field(
+        default=30,
+        ge=1,
+        le=24 * 60,
+        description="A console session ends after this many minutes without a page view "
+        "(HIPAA 164.312(a)(2)(iii) automatic logoff), and at the latest after 12 hours.",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone, e.g. America/New_York") from None
+        return value
 
     @field_validator("otlp_endpoint")
     @classmethod

@@ -19,10 +19,11 @@ import tempfile
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from service.schemas import ExportOut
-from service.storage.sql import Database, Dialect, as_datetime
+from service.storage.sql import Database, Dialect, as_datetime, as_uuid
 
 __all__ = ["EXPORT_TABLES", "BundleStore", "ExportJanitor", "ExportJobs", "make_private"]
 
@@ -78,14 +79,24 @@ class ExportJobs:
 
     def find(self, export_id: UUID, tenant_id: str) -> ExportOut | None:
         """A tenant's job (another tenant's is simply not found)."""
-        with self._db.transaction(commit=False) as cursor:
-            row = cursor.fetchone(
-                "SELECT status, events, tree_size, detail, updated_at FROM da_exports"
-                " WHERE export_id = %s AND tenant_id = %s",
-                (export_id, tenant_id),
-            )
-        if row is None:
-            return None
+        row = self._db.read_one(
+            "SELECT export_id, status, events, tree_size, detail, updated_at FROM da_exports"
+            " WHERE export_id = %s AND tenant_id = %s",
+            (export_id, tenant_id),
+        )
+        return None if row is None else self._job(row)
+
+    def recent(self, tenant_id: str, limit: int = 20) -> list[ExportOut]:
+        """The tenant's latest jobs, newest first."""
+        rows = self._db.read(
+            "SELECT export_id, status, events, tree_size, detail, updated_at FROM da_exports"
+            " WHERE tenant_id = %s ORDER BY created_at DESC LIMIT %s",
+            (tenant_id, limit),
+        )
+        return [self._job(row) for row in rows]
+
+    def _job(self, row: dict[str, Any]) -> ExportOut:
+        export_id = as_uuid(row["export_id"])
         expires_at = None
         if row["status"] == "done" and self._retention is not None:
             expires_at = as_datetime(row["updated_at"]) + self._retention

@@ -22,7 +22,7 @@ from service.integrity.jobs import BundleStore, ExportJanitor, ExportJobs
 from service.schemas import ExportOut, ExportRequest, Problem
 from service.telemetry import observe_export
 
-__all__ = ["router"]
+__all__ = ["bundle_response", "recent_exports", "router", "start_export"]
 
 
 @asynccontextmanager
@@ -105,17 +105,30 @@ def create_export(
     tasks: BackgroundTasks,
 ) -> ExportOut:
     """The export runs in the background; poll ``GET /v1/exports/{export_id}``."""
+    return start_export(services, principal, request, tasks)
+
+
+def start_export(
+    services: Services, principal: Principal, request: ExportRequest, tasks: BackgroundTasks
+) -> ExportOut:
+    """Record the export in the self-audit, queue it, and return its pending job (the API's
+    and the console's way to start one)."""
     services.reads.record(principal, "POST /v1/exports", request.model_dump(mode="json"))
     scope = ExportScope(request.since, request.until, tuple(request.record_refs or ()))
     export_id = uuid4()
-    _jobs(services).create(export_id, principal.tenant_id)
     previous = request.previous_checkpoint
     if previous is not None and previous.split("\n", 1)[0] != services.log.origin(
         principal.tenant_id
     ):
         raise HTTPException(422, "previous_checkpoint is not a checkpoint of your tenant's log.")
+    _jobs(services).create(export_id, principal.tenant_id)
     tasks.add_task(_run, services, principal.tenant_id, export_id, scope, previous)
     return ExportOut(export_id=export_id, status="pending")
+
+
+def recent_exports(services: Services, principal: Principal) -> list[ExportOut]:
+    """The caller's tenant's latest exports, newest first."""
+    return _jobs(services).recent(principal.tenant_id)
 
 
 @router.get(
@@ -161,6 +174,11 @@ def get_export_bundle(
     export_id: UUID, principal: Auditor, services: ServicesDep
 ) -> StreamingResponse:
     """Available once the export is done, until its retention period ends."""
+    return bundle_response(services, principal, export_id)
+
+
+def bundle_response(services: Services, principal: Principal, export_id: UUID) -> StreamingResponse:
+    """The bundle as a download, or an HTTPException that says why not."""
     jobs, bundles = _jobs(services), _bundles(services)
     job = jobs.find(export_id, principal.tenant_id)
     if job is None:

@@ -1,0 +1,1 @@
+"""The web console for compliance officers (server-rendered pages under ``/console/``)."""
