@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.auth import Role
 from service.container import Services, build_services
+from service.demo import scenario_events
 from service.settings import Settings
 
 ADMIN_URL = os.environ.get(
@@ -113,6 +114,19 @@ def api(settings: Settings, services: Services) -> Iterator[Api]:
     app = create_app(settings, services)
     with TestClient(app) as client:
         yield Api(app=app, client=client, services=services, tenant=f"t-{uuid4().hex[:12]}")
+
+
+def post_scenarios(api: Api, headers: dict[str, str]) -> int:
+    """POST every demo scenario event over HTTP, as a clinical system would; the last position."""
+    last = 0
+    for scenario in scenario_events():
+        for event in scenario.events:
+            response = api.client.post(
+                f"/v1/records/{scenario.record_ref}/events", json=event, headers=headers
+            )
+            assert response.status_code == 201, response.text
+            last = response.json()["position"]
+    return last
 
 
 def new_tenant() -> str:

@@ -58,6 +58,19 @@ def _table(caption: str, head: Sequence[str], rows: Sequence[Sequence[object]]) 
     )
 
 
+def _at_most(series: Mapping[str, Mapping[str, int]], kinds: int) -> dict[str, dict[str, int]]:
+    """The largest series, the rest added up as "other", so that every count is still drawn."""
+    if len(series) <= kinds:
+        return {name: dict(counts) for name, counts in series.items()}
+    ranked = sorted(series, key=lambda name: (-sum(series[name].values()), name))
+    kept = {name: dict(series[name]) for name in ranked[: kinds - 1]}
+    other: dict[str, int] = {}
+    for name in ranked[kinds - 1 :]:
+        for column, count in series[name].items():
+            other[column] = other.get(column, 0) + count
+    return kept | {"other": other}
+
+
 def bars(chart_id: str, title: str, rows: Sequence[tuple[str, int]]) -> Markup:
     """A horizontal bar chart of labelled counts."""
     if not rows:
@@ -90,7 +103,8 @@ def stacked(
 ) -> Markup:
     """One horizontal stacked bar per column (e.g. a month), a segment per series (e.g. a legal
     basis), told apart by pattern; a legend names the patterns."""
-    names = sorted(series)[: len(_SHADES)]
+    series = _at_most(series, len(_SHADES))
+    names = sorted(series)
     if not columns or not names:
         return _nothing(title)
     totals = {c: sum(series[n].get(c, 0) for n in names) for c in columns}

@@ -10,22 +10,13 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.auth import Role
 from service.console.pages import COOKIE
-from service.demo import scenario_events
-from tests.conftest import Api
+from tests.conftest import Api, post_scenarios
 
 SAME_SITE = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
 
 
 def _load(api: Api) -> int:
-    headers = api.writer()
-    last = 0
-    for scenario in scenario_events():
-        for event in scenario.events:
-            response = api.client.post(
-                f"/v1/records/{scenario.record_ref}/events", json=event, headers=headers
-            )
-            assert response.status_code == 201, response.text
-            last = response.json()["position"]
+    last = post_scenarios(api, api.writer())
     api.services.projector.catch_up()
     return last
 
@@ -164,6 +155,10 @@ def test_a_forged_cross_site_post_is_refused_and_changes_nothing(
         "/console/findings", params={"rule": "LG-3", "status": "acknowledged"}
     )
     assert "remediated" in acknowledged.text
+    # The pages that list a record's findings show the acknowledged one with its resolution.
+    shown = officer.get("/console/records/jr-2041")
+    assert shown.status_code == 200
+    assert "(acknowledged: remediated)" in shown.text
 
 
 def test_every_page_renders_and_is_in_the_self_audit(api: Api, officer: TestClient) -> None:

@@ -17,22 +17,10 @@ from service.auth import Role
 from service.container import Services
 from service.demo import scenario_events
 from service.storage.sql import as_uuid
-from tests.conftest import Api
+from tests.conftest import Api, post_scenarios
 from tests.e2e.server import ROOT
 from tests.factories import example
 from tests.unit.test_policy_scenarios import ACCOUNTABLE, EXPECTED
-
-
-def _post_scenarios(api: Api, headers: dict[str, str]) -> int:
-    last = 0
-    for scenario in scenario_events():
-        for event in scenario.events:
-            response = api.client.post(
-                f"/v1/records/{scenario.record_ref}/events", json=event, headers=headers
-            )
-            assert response.status_code == 201, response.text
-            last = response.json()["position"]
-    return last
 
 
 def _all(api: Api, path: str, headers: dict[str, str], **params: Any) -> list[dict[str, Any]]:
@@ -51,7 +39,7 @@ def _all(api: Api, path: str, headers: dict[str, str], **params: Any) -> list[di
 
 def test_the_scenarios_produce_the_expected_read_models(api: Api) -> None:
     headers = api.writer()
-    last = _post_scenarios(api, headers)
+    last = post_scenarios(api, headers)
     disclosures = _all(api, "/v1/disclosures", headers, min_position=last)
     by_id = {d["disclosure_id"]: d for d in disclosures}
     assert set(by_id) == set(ACCOUNTABLE)
@@ -93,7 +81,7 @@ def test_the_accounting_lists_court_agency_and_warning_disclosures_and_summarise
     api: Api,
 ) -> None:
     headers = api.writer()
-    last = _post_scenarios(api, headers)
+    last = post_scenarios(api, headers)
     court = api.client.get(
         "/v1/records/jr-2041/accounting", params={"min_position": last}, headers=headers
     ).json()["items"]
@@ -135,7 +123,7 @@ def test_the_accounting_lists_court_agency_and_warning_disclosures_and_summarise
 
 def test_record_status_now_and_as_of(api: Api) -> None:
     headers = api.writer()
-    _post_scenarios(api, headers)
+    post_scenarios(api, headers)
     now = api.client.get("/v1/records/cv-5520", headers=headers).json()
     assert [a["status"] for a in now["authorizations"]] == ["revoked"]
     before = api.client.get("/v1/records/cv-5520", params={"as_of": "2026-02-20T00:00:00Z"},
@@ -373,7 +361,7 @@ def test_the_rebuild_command_replays_the_log_into_equal_read_models(api: Api) ->
 
     from service.cli import app
 
-    _post_scenarios(api, api.writer())
+    post_scenarios(api, api.writer())
     services = api.services
     services.projector.catch_up()
     before = _snapshot(services)
