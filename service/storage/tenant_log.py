@@ -135,13 +135,18 @@ def append_to_tenant_log(
     if len(notification_ids) != len(stored_events):
         raise RuntimeError("the event store returned fewer notification ids than events")
     tenants = sorted({row.tenant_id for row in write.rows.values()})
-    marks = ", ".join(["%s"] * len(tenants))
+    # One index probe per tenant (the primary key read backwards from the tenant's end). The
+    # earlier `MAX(position) ... WHERE tenant_id IN (...) GROUP BY tenant_id` read every row of
+    # each tenant, on both stores and whatever the statistics: 150 ms a commit at 283k events,
+    # held under the events-table lock and growing with the log (EXPLAIN ANALYZE; 0.2 ms now).
+    values = ", ".join(["(CAST(%s AS TEXT))"] * len(tenants))
     found = cursor.fetchall(
-        f"SELECT tenant_id, MAX(position) AS last FROM da_tenant_log"  # noqa: S608
-        f" WHERE tenant_id IN ({marks}) GROUP BY tenant_id",
+        "SELECT v.column1 AS tenant_id, (SELECT l.position FROM da_tenant_log l"  # noqa: S608
+        " WHERE l.tenant_id = v.column1 ORDER BY l.position DESC LIMIT 1) AS last"
+        f" FROM (VALUES {values}) AS v",
         tenants,
     )
-    last = dict.fromkeys(tenants, 0) | {r["tenant_id"]: int(r["last"]) for r in found}
+    last = {r["tenant_id"]: int(r["last"] or 0) for r in found}
     rows: list[Sequence[object]] = []
     for stored, notification_id in zip(stored_events, notification_ids, strict=True):
         record = UUID(str(stored.originator_id))
@@ -193,13 +198,27 @@ class TenantLogTable:
 
     def facts(self, tenant_id: str, event_ids: Sequence[UUID]) -> list[Row]:
         """The rows of those client events the tenant already stored (idempotency)."""
+        columns = (
+            "t.event_id, t.record_id, t.originator_version, t.position, t.recorded_at,"
+            " t.content_digest, t.receipt"
+        )
+        if self._db.dialect == "postgres":
+            # One probe of the (tenant_id, event_id) index per id. As `event_id IN (...)` with
+            # hundreds of ids, PostgreSQL without statistics (autovacuum off, or just after a
+            # bulk load) chose the tenant's primary-key range and filtered every row of it:
+            # 1.1 s for 500 ids at 274k events, growing with the log (EXPLAIN ANALYZE); this
+            # form is a nested loop over the ids whatever the statistics (3 ms).
+            return self._db.read(
+                f"SELECT {columns} FROM unnest(%s::uuid[]) AS q(event_id)"  # noqa: S608
+                " JOIN da_tenant_log t ON t.tenant_id = %s AND t.event_id = q.event_id",
+                (list(event_ids), tenant_id),
+            )
         rows: list[Row] = []
         for start in range(0, len(event_ids), 500):
             chunk = event_ids[start : start + 500]
             rows += self._db.read(
-                "SELECT event_id, record_id, originator_version, position, recorded_at,"  # noqa: S608
-                " content_digest, receipt FROM da_tenant_log"
-                f" WHERE tenant_id = %s AND event_id IN ({_in(chunk)})",
+                f"SELECT {columns} FROM da_tenant_log t"  # noqa: S608
+                f" WHERE t.tenant_id = %s AND t.event_id IN ({_in(chunk)})",
                 (tenant_id, *chunk),
             )
         return rows
