@@ -8,6 +8,7 @@ or withdrawn, never deleted).
 """
 
 import json
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -18,6 +19,7 @@ from domain.policy.engine import Judgment, judge_on_record
 from domain.policy.rulesets import Rulebook
 from domain.policy.state import LEGAL_FACTS, party_key
 from domain.record import ClientRecord
+from projections.counts import Key, bump, fact_counts, finding_counts, forget_record
 from projections.ports import Cursor, History, Sealer
 
 __all__ = ["JUDGED", "ReadModel", "finding_id", "listed", "utc_text"]
@@ -54,6 +56,11 @@ def _column(text: str) -> str:
     # PostgreSQL text cannot hold NUL; a fact stored before the API refused NUL in identifiers
     # must still project (facts.STORED), so its clear-text columns get U+FFFD instead.
     return text.replace("\x00", "\ufffd")
+
+
+def _month(fact: facts.FactBase) -> str:
+    """The month of the fact's own day (as ``pv_facts.occurred_day``)."""
+    return fact.occurred_at.date().isoformat()[:7]
 
 
 def listed(values: list[str]) -> str:
@@ -99,6 +106,8 @@ class ReadModel:
 
     def purge(self, cursor: Cursor, record: UUID) -> None:
         """Forget a crypto-shredded record: a rebuild would not see its events either."""
+        for tenant, counted in forget_record(cursor, record).items():
+            bump(cursor, tenant, Counter({key: -n for key, n in counted.items()}))
         cursor.execute("DELETE FROM pv_facts WHERE record_id = %s", (record,))
         cursor.execute("DELETE FROM pv_findings WHERE record_id = %s", (record,))
         self._records.pop(record, None)
@@ -109,12 +118,7 @@ class ReadModel:
             return  # registrations and redacted events carry nothing to judge
         fact, tenant, record = event.fact, event.tenant_id, event.originator_id
         if isinstance(fact, facts.FindingAcknowledged):
-            cursor.execute(
-                "INSERT INTO pv_acks (tenant_id, finding_id, resolution, position)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id, finding_id) DO UPDATE"
-                " SET resolution = excluded.resolution, position = excluded.position",
-                (tenant, _column(fact.finding_id), fact.resolution.value, position),
-            )
+            self._acknowledge(cursor, tenant, fact, position)
             return
         self.legal_history(record, event.originator_version - 1)
         self._advance(record, event.originator_version, fact)
@@ -129,8 +133,42 @@ class ReadModel:
             judgment = judge_on_record(self.rulebook, history, fact)
             self._insert(cursor, event, fact, position, judgment)
             self._store_findings(
-                cursor, tenant, record, fact.event_id, position, judgment, position
+                cursor, tenant, record, (fact.event_id, position, _month(fact)), judgment, position
             )
+
+    @staticmethod
+    def _acknowledge(
+        cursor: Cursor, tenant: str, fact: facts.FindingAcknowledged, position: int
+    ) -> None:
+        first = (
+            cursor.fetchone(
+                "SELECT 1 AS found FROM pv_acks WHERE tenant_id = %s AND finding_id = %s",
+                (tenant, _column(fact.finding_id)),
+            )
+            is None
+        )
+        cursor.execute(
+            "INSERT INTO pv_acks (tenant_id, finding_id, resolution, position)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id, finding_id) DO UPDATE"
+            " SET resolution = excluded.resolution, position = excluded.position",
+            (tenant, _column(fact.finding_id), fact.resolution.value, position),
+        )
+        # The queries match an acknowledgement to its finding by the id's canonical text, so
+        # one naming anything else acknowledges nothing (and is no UUID to look up).
+        try:
+            ident = UUID(fact.finding_id)
+        except ValueError:
+            return
+        if str(ident) != fact.finding_id:
+            return
+        found = cursor.fetchone(
+            "SELECT rule, severity, withdrawn FROM pv_findings"
+            " WHERE tenant_id = %s AND finding_id = %s",
+            (tenant, ident),
+        )
+        if first and found is not None and not found["withdrawn"]:
+            opened = ("open", "", f"{found['rule']} {found['severity']}")
+            bump(cursor, tenant, Counter({opened: -1}))
 
     def _insert(
         self,
@@ -175,6 +213,9 @@ class ReadModel:
                 *self._verdict(fact, judgment), sealed,
             ),
         )  # fmt: skip
+        day = fact.occurred_at.date().isoformat()
+        bump(cursor, event.tenant_id, fact_counts(type(fact).__name__, day, basis,
+                                                  fact.actor.role.value))  # fmt: skip
 
     def _verdict(self, fact: facts.FactBase, judgment: Judgment) -> tuple[object, ...]:
         """The judgment's columns: accountable, excess, impermissible, ruleset, instrument."""
@@ -217,27 +258,41 @@ class ReadModel:
                 (*self._verdict(subject, judgment), tenant, row["position"]),
             )
             self._store_findings(
-                cursor, tenant, record, subject.event_id, int(row["position"]), judgment, position
-            )
+                cursor, tenant, record, (subject.event_id, int(row["position"]), _month(subject)),
+                judgment, position,
+            )  # fmt: skip
 
     @staticmethod
     def _store_findings(  # noqa: PLR0917 - one call site, all positional for brevity
         cursor: Cursor,
         tenant: str,
         record: UUID,
-        subject: UUID,
-        subject_position: int,
+        judged: tuple[UUID, int, str],
         judgment: Judgment,
         at: int,
     ) -> None:
+        """Store the judged fact's findings; ``judged`` is its event id, position and month."""
+        subject, subject_position, month = judged
+        text_id = "CAST(x.finding_id AS TEXT)" if cursor.dialect == "postgres" else "x.finding_id"
         existing = {
             str(row["finding_id"]): row
             for row in cursor.fetchall(
-                "SELECT finding_id, withdrawn, message FROM pv_findings"
-                " WHERE tenant_id = %s AND subject_event_id = %s",
+                "SELECT x.finding_id, x.withdrawn, x.message, x.rule, x.severity,"  # noqa: S608
+                " a.resolution FROM pv_findings x LEFT JOIN pv_acks a"
+                f" ON a.tenant_id = x.tenant_id AND a.finding_id = {text_id}"
+                " WHERE x.tenant_id = %s AND x.subject_event_id = %s",
                 (tenant, subject),
             )
         }
+        counted: Counter[Key] = Counter()
+
+        def count(row: Any, sign: int) -> None:
+            for key, n in finding_counts(
+                row["rule"], row["severity"], month, withdrawn=bool(row["withdrawn"]),
+                acknowledged=row.get("resolution") is not None,
+            ).items():  # fmt: skip
+                counted[key] += sign * n
+
         current = set()
         for finding in judgment.findings:
             ident = finding_id(tenant, subject, finding.rule)
@@ -247,6 +302,12 @@ class ReadModel:
                 json.dumps([str(e) for e in finding.evidence]), finding.ruleset,
             )  # fmt: skip
             before = existing.get(str(ident))
+            after = {"rule": finding.rule, "severity": finding.severity, "withdrawn": 0,
+                     "resolution": before["resolution"] if before else None}  # fmt: skip
+            if before is None or before["withdrawn"] or before["message"] != finding.message:
+                if before is not None:
+                    count(before, -1)
+                count(after, +1)
             if before is None:
                 cursor.execute(
                     "INSERT INTO pv_findings (finding_id, tenant_id, record_id, subject_position,"
@@ -265,8 +326,10 @@ class ReadModel:
                 )
         for stale, row in existing.items():
             if stale not in current and not row["withdrawn"]:
+                count(row, -1)
                 cursor.execute(
                     "UPDATE pv_findings SET withdrawn = 1, changed_position = %s"
                     " WHERE finding_id = %s",
                     (at, UUID(stale)),
                 )
+        bump(cursor, tenant, counted)

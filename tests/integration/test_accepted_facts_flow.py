@@ -35,6 +35,7 @@ from service.verify import verify_bundle
 from tests.conftest import new_tenant
 from tests.fact_strategies import candidate_facts, record_refs
 from tests.factories import example
+from tests.integration.test_overview_counts import counted, scanned
 
 FACT = TypeAdapter(facts.Fact)
 # The acknowledgement has its own route (role compliance); the property test records it the
@@ -166,6 +167,7 @@ def test_generated_facts_ingest_project_export_and_verify(
 
     services.projector.catch_up()
     _not_stalled(client, headers, max(positions))
+    assert counted(services, tenant) == scanned(services, tenant), "the overview's counters"
     for ref in {ref for ref, _ in events}:
         for path in ("", "/timeline", "/accounting"):
             response = client.get(f"/v1/records/{ref}{path}", headers=headers)
