@@ -24,6 +24,12 @@ def post_event(
     return {"event_id": str(fact.event_id), "record_ref": record_ref}
 
 
+@app.get("/ping")
+def ping() -> dict[str, str]:
+    """The smallest GET: the baseline of the console's page timings."""
+    return {"ok": "yes"}
+
+
 @app.post("/v1/events:batch", status_code=201)
 def post_batch(batch: BatchRequest) -> dict[str, int]:
     """Validate a batch as the service does."""

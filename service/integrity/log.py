@@ -139,6 +139,20 @@ class TenantLog:
             )
         return Checkpoint(self.origin(tenant_id), size, root, str(stored["note"]))
 
+    def latest_checkpoint(self, tenant_id: str) -> Checkpoint | None:
+        """The largest checkpoint signed so far, as stored (no recomputation: a page may show it
+        at any size of log; :meth:`checkpoint` is what checks the tree against it)."""
+        with self._db.transaction(commit=False) as cursor:
+            row = cursor.fetchone(
+                "SELECT tree_size, root_hash, note FROM da_checkpoints WHERE tenant_id = %s"
+                " ORDER BY tree_size DESC LIMIT 1",
+                (tenant_id,),
+            )
+        if row is None:
+            return None
+        size, root = int(row["tree_size"]), bytes(row["root_hash"])
+        return Checkpoint(self.origin(tenant_id), size, root, str(row["note"]))
+
     def position_of(self, tenant_id: str, event_id: UUID) -> int | None:
         """The position of a client event in the tenant log."""
         return self._table.position_of_event(tenant_id, event_id)
