@@ -6,8 +6,9 @@ Needs PostgreSQL (``DISCLOSURE_AUDIT_TEST_DATABASE_URL``, default the local serv
 (Debian's package; installed when missing and run as root). Runs, in order: single-event and
 batch ingest against real server processes, a post into a long record warm and after a
 restart, projection throughput and lag at half the measured single-event rate, then the
-policy, query, export and console-page benchmarks (the console's on a 1M-event store: about
-20 minutes more, most of it loading). Nothing else should run on the machine meanwhile.
+policy, query and export benchmarks, batch ingest into a tenant of 200k events beside a fresh
+one, and the console pages (on a 1M-event store: about 20 minutes more, most of it loading).
+Nothing else should run on the machine meanwhile.
 Results are printed as a table (``--json``: as JSON) and written to ``--out``.
 """
 
@@ -84,6 +85,8 @@ def run(seconds: float, quick: bool, results: dict[str, Any]) -> None:
         results["policy"] = _module("policy")
         results["queries"] = _module("queries", "--events", "5000" if quick else "50000")
         results["export"] = _module("export", "--events", "5000" if quick else "50000")
+    with console.status("batch ingest into a large tenant…"):
+        results["tenant size"] = _module("tenant_size", "--events", "50000" if quick else "200000")
     with console.status("console page benchmarks…"):
         results["console"] = _module("console", "--events", "20000" if quick else "1000000")
 
