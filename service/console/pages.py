@@ -12,6 +12,7 @@ needs, and the access log records route templates only.
 import urllib.parse
 from collections.abc import Mapping
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,7 +46,7 @@ from projections.queries import (
     recent_disclosures,
 )
 from projections.status import record_status
-from projections.views import FindingView
+from projections.views import AccountingEntry, FindingView
 from service.auth import Principal, Role
 from service.console import charts
 from service.console.sessions import MAX_SESSION, ConsoleSession, ConsoleSessions
@@ -466,19 +467,36 @@ def record_page(
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class _Accounting:
+    ref: str
+    since: date | None
+    until: date | None
+    window: dict[str, str]
+    entries: list[AccountingEntry]
+
+
 def _accounting(
-    services: Services, principal: Principal, ref: str, since: date | None, until: date | None
-) -> list[Any]:
-    tenant = principal.tenant_id
+    request: Request, session: ConsoleSession, route: str, record_ref: str,
+    since: str | None, until: str | None,
+) -> _Accounting:  # fmt: skip
+    """A record's accounting for a page or its CSV, recorded in the self-audit."""
+    services = _services(request)
+    tenant = session.principal.tenant_id
+    ref = _ref(record_ref)
+    start, end = _day(since, "From"), _day(until, "Until")
     if not services.audit.has_record(tenant, ref):
         raise PageError(404, "No such record", "There is no record with this reference.")
     today = datetime.now(UTC).date()
     record = services.audit.record_id(tenant, ref)
     with services.audit.db.transaction(commit=False) as cursor:
-        return list(
+        entries = list(
             accounting(cursor, services.projector.sealer, services.audit.rulebook, tenant,
-                       (record, ref), since=since, until=until or today, today=today)
+                       (record, ref), since=start, until=end or today, today=today)
         )  # fmt: skip
+    window = {k: v.isoformat() for k, v in (("since", start), ("until", end)) if v}
+    _audit(services, session.principal, route, {"record_ref": ref} | window)
+    return _Accounting(ref, start, end, window, entries)
 
 
 @router.get("/records/{record_ref}/accounting")
@@ -490,16 +508,12 @@ def accounting_page(
     until: str | None = None,
 ) -> HTMLResponse:
     """The 164.528 accounting in plain language; printable."""
-    services = _services(request)
-    ref = _ref(record_ref)
-    start, end = _day(since, "From"), _day(until, "Until")
-    entries = _accounting(services, session.principal, ref, start, end)
-    window = {k: v.isoformat() for k, v in (("since", start), ("until", end)) if v}
-    _audit(services, session.principal, "/records/{record_ref}/accounting",
-           {"record_ref": ref} | window)  # fmt: skip
+    found = _accounting(request, session, "/records/{record_ref}/accounting", record_ref,
+                        since, until)  # fmt: skip
     return _render(
-        request, "accounting.html", session, ref=ref, entries=entries, since=start, until=end,
-        csv_query=urllib.parse.urlencode(window), today=datetime.now(_zone(services)).date(),
+        request, "accounting.html", session, ref=found.ref, entries=found.entries,
+        since=found.since, until=found.until, csv_query=urllib.parse.urlencode(found.window),
+        today=datetime.now(_zone(_services(request))).date(),
     )  # fmt: skip
 
 
@@ -515,13 +529,8 @@ def accounting_csv(
     import csv
     import io
 
-    services = _services(request)
-    ref = _ref(record_ref)
-    start, end = _day(since, "From"), _day(until, "Until")
-    entries = _accounting(services, session.principal, ref, start, end)
-    window = {k: v.isoformat() for k, v in (("since", start), ("until", end)) if v}
-    _audit(services, session.principal, "/records/{record_ref}/accounting.csv",
-           {"record_ref": ref} | window)  # fmt: skip
+    entries = _accounting(request, session, "/records/{record_ref}/accounting.csv", record_ref,
+                          since, until).entries  # fmt: skip
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(COLUMNS)
