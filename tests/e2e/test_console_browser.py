@@ -102,8 +102,20 @@ def _walk(page: Any, demo: tuple[str, str], axe: str, tmp_path: Path) -> None:
     page.fill("#api_key", "da_wrong")
     page.click("button:has-text('Log in')")
     assert "unknown or revoked" in page.locator("[role=alert]").inner_text()
-    page.fill("#api_key", key)
-    page.click("button:has-text('Log in')")
+    # By keyboard: the first Tab reaches "Skip to content", whose focus is visible, and Enter
+    # in the key field submits the form.
+    page.keyboard.press("Tab")
+    focused = page.evaluate(
+        "() => [document.activeElement.textContent.trim(),"
+        " getComputedStyle(document.activeElement).outlineStyle]"
+    )
+    assert focused[0] == "Skip to content", focused
+    assert focused[1] != "none", "a visible focus ring"
+    page.keyboard.press("Enter")
+    assert page.url.endswith("#main")
+    page.focus("#api_key")
+    page.keyboard.type(key)
+    page.keyboard.press("Enter")
     page.wait_for_url(f"{base}/console/findings")
     _check(page, axe, "02-findings")
 
