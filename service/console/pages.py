@@ -437,15 +437,26 @@ def _record_findings(services: Services, tenant: str, ref: str) -> dict[str, lis
     return found
 
 
+_TIMELINE_PAGE = 200
+"""Timeline entries on one record page (a 1,000-event record's page was 1.25 MB of HTML)."""
+
+
 @router.get("/records/{record_ref}")
 def record_page(
-    request: Request, session: Session, record_ref: str, as_of: str | None = None
+    request: Request,
+    session: Session,
+    record_ref: str,
+    as_of: str | None = None,
+    upto: str | None = None,
 ) -> HTMLResponse:
-    """Status now or at the end of a day, and the timeline with each event's findings."""
+    """Status now or at the end of a day, and the timeline with each event's findings: its
+    latest page, or the page that ends before entry ``upto`` (entries counted from 0)."""
     services = _services(request)
     tenant = session.principal.tenant_id
     ref = _ref(record_ref)
     day = _day(as_of, "As of")
+    if upto is not None and not (upto.isdigit() and len(upto) <= 9):
+        raise PageError(400, "Check the link", "This page link is not one the console made.")
     try:
         stored = services.audit.read_record(tenant, ref)
     except RecordNotFoundError:
@@ -458,12 +469,23 @@ def record_page(
         (TimelineItem.of(s) for s in stored if s.event.originator_version > 1),
         key=lambda i: (i.occurred_at or i.recorded_at, i.position),
     )
+    end = len(items) if upto is None else min(int(upto), len(items))
+    first = max(0, end - _TIMELINE_PAGE)
+    shown = items[first:end]
     findings = _record_findings(services, tenant, ref)
+    given = {"as_of": day.isoformat()} if day else {}
+    paged = {"upto": str(end)} if upto is not None else {}
     _audit(services, session.principal, "/records/{record_ref}",
-           {"record_ref": ref} | ({"as_of": day.isoformat()} if day else {}))  # fmt: skip
+           {"record_ref": ref} | given | paged)  # fmt: skip
+
+    def link(at: int) -> str:
+        return "?" + urllib.parse.urlencode(given | {"upto": at})
+
     return _render(
-        request, "record.html", session, ref=ref, standing=standing, day=day, items=items,
-        findings=findings, summary=_summary,
+        request, "record.html", session, ref=ref, standing=standing, day=day, items=shown,
+        findings=findings, summary=_summary, total=len(items), first=first,
+        earlier=link(first) if first > 0 else None,
+        later=link(min(len(items), end + _TIMELINE_PAGE)) if end < len(items) else None,
     )  # fmt: skip
 
 

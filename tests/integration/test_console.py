@@ -11,6 +11,7 @@ from service.app import create_app
 from service.auth import Role
 from service.console.pages import COOKIE
 from tests.conftest import Api, post_scenarios
+from tests.factories import example
 
 SAME_SITE = {"Origin": "http://testserver", "Sec-Fetch-Site": "same-origin"}
 
@@ -204,6 +205,33 @@ def test_bad_filters_are_a_page_that_says_what_to_fix(officer: TestClient) -> No
         assert response.status_code == 400, path
         assert text in response.text, path
         assert "Traceback" not in response.text
+
+
+def test_a_long_timeline_is_paged_latest_first_and_every_event_is_reachable(
+    api: Api, officer: TestClient
+) -> None:
+    events = [example("RecordAccessed", occurred_at=f"2026-01-01T10:{n // 60:02d}:{n % 60:02d}Z")
+              for n in range(450)]  # fmt: skip
+    batch = [{"record_ref": "long-one", **e} for e in events]
+    posted = api.client.post("/v1/events:batch", json={"events": batch}, headers=api.writer())
+    assert posted.status_code == 201, posted.text
+    seen: list[str] = []
+    page = officer.get("/console/records/long-one")
+    while True:
+        assert page.status_code == 200
+        shown = re.findall(r'<li id="event-([0-9a-f-]+)"', page.text)
+        assert 0 < len(shown) <= 200
+        seen = shown + seen
+        earlier = re.search(r'<a href="([^"]+)" rel="prev">Earlier events</a>', page.text)
+        if earlier is None:
+            break
+        page = officer.get("/console/records/long-one" + earlier.group(1).replace("&amp;", "&"))
+    assert seen == [e["event_id"] for e in events], "each event once, in the order it occurred"
+    assert "Events 251 to 450 of 450" in officer.get("/console/records/long-one").text
+    oldest = officer.get("/console/records/long-one?upto=50").text
+    assert "Events 1 to 50 of 450" in oldest
+    assert 'href="?upto=250" rel="next">Later events</a>' in oldest
+    assert officer.get("/console/records/long-one?upto=-1").status_code == 400
 
 
 def test_the_docs_work_offline(api: Api) -> None:
