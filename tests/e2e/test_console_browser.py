@@ -149,6 +149,13 @@ def _walk(page: Any, demo: tuple[str, str], axe: str, tmp_path: Path) -> None:
     assert "dem-jr-1 from Hale & Burke LLP" in then, "the subpoena was still open that day"
     assert "pierced" not in then, "the order came later"
 
+    # A record that is not the practice's (or does not exist) is a page that says so.
+    missing = page.goto(f"{base}/console/records/no-such-record")
+    assert missing is not None
+    assert missing.status == 404
+    assert "There is no record with this reference." in page.locator("main").inner_text()
+    _check(page, axe, "03b-not-found")
+
     # The accounting, its print view and its CSV.
     page.goto(f"{base}/console/records/jr-2041/accounting")
     assert "Made without a valid basis" in page.locator("table.accounting").inner_text()
