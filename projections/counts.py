@@ -11,6 +11,7 @@ from collections import Counter
 from uuid import UUID
 
 from projections.ports import Cursor
+from projections.schema import acks_join
 
 __all__ = ["bump", "fact_counts", "finding_counts", "forget_record"]
 
@@ -53,12 +54,10 @@ def forget_record(cursor: Cursor, record: UUID) -> dict[str, Counter[Key]]:
         counted.setdefault(row["tenant_id"], Counter()).update(
             fact_counts(row["type"], row["occurred_day"], row["legal_basis"], row["actor_role"])
         )
-    text_id = "CAST(x.finding_id AS TEXT)" if cursor.dialect == "postgres" else "x.finding_id"
     for row in cursor.fetchall(
         "SELECT x.tenant_id, x.rule, x.severity, x.withdrawn, f.occurred_day, a.resolution"  # noqa: S608
         " FROM pv_findings x JOIN pv_facts f ON f.tenant_id = x.tenant_id"
-        " AND f.position = x.subject_position LEFT JOIN pv_acks a"
-        f" ON a.tenant_id = x.tenant_id AND a.finding_id = {text_id} WHERE x.record_id = %s",
+        " AND f.position = x.subject_position" + acks_join(cursor) + " WHERE x.record_id = %s",
         (record,),
     ):
         counted.setdefault(row["tenant_id"], Counter()).update(

@@ -21,6 +21,7 @@ from domain.policy.state import LEGAL_FACTS, party_key
 from domain.record import ClientRecord
 from projections.counts import Key, bump, fact_counts, finding_counts, forget_record
 from projections.ports import Cursor, History, Sealer
+from projections.schema import acks_join
 
 __all__ = ["JUDGED", "ReadModel", "finding_id", "listed", "utc_text"]
 
@@ -140,33 +141,31 @@ class ReadModel:
     def _acknowledge(
         cursor: Cursor, tenant: str, fact: facts.FindingAcknowledged, position: int
     ) -> None:
-        first = (
-            cursor.fetchone(
-                "SELECT 1 AS found FROM pv_acks WHERE tenant_id = %s AND finding_id = %s",
-                (tenant, _column(fact.finding_id)),
-            )
-            is None
-        )
+        # The queries match an acknowledgement to its finding by the id's canonical text, so
+        # one naming anything else acknowledges nothing in the counters either.
+        try:
+            ident: UUID | None = UUID(fact.finding_id)
+        except ValueError:
+            ident = None
+        canonical = ident is not None and str(ident) == fact.finding_id
+        first = canonical and cursor.fetchone(
+            "SELECT 1 AS found FROM pv_acks WHERE tenant_id = %s AND finding_id = %s",
+            (tenant, fact.finding_id),
+        ) is None  # fmt: skip
         cursor.execute(
             "INSERT INTO pv_acks (tenant_id, finding_id, resolution, position)"
             " VALUES (%s, %s, %s, %s) ON CONFLICT (tenant_id, finding_id) DO UPDATE"
             " SET resolution = excluded.resolution, position = excluded.position",
             (tenant, _column(fact.finding_id), fact.resolution.value, position),
         )
-        # The queries match an acknowledgement to its finding by the id's canonical text, so
-        # one naming anything else acknowledges nothing (and is no UUID to look up).
-        try:
-            ident = UUID(fact.finding_id)
-        except ValueError:
-            return
-        if str(ident) != fact.finding_id:
+        if not first:
             return
         found = cursor.fetchone(
             "SELECT rule, severity, withdrawn FROM pv_findings"
             " WHERE tenant_id = %s AND finding_id = %s",
             (tenant, ident),
         )
-        if first and found is not None and not found["withdrawn"]:
+        if found is not None and not found["withdrawn"]:
             opened = ("open", "", f"{found['rule']} {found['severity']}")
             bump(cursor, tenant, Counter({opened: -1}))
 
@@ -192,6 +191,7 @@ class ReadModel:
             # Judged like a disclosure (DW-2, MN-2); the first party warned stands for it.
             basis = "duty_to_warn"
             recipient = self._sealer.blind(party_key(fact.notified[0].name))
+        day = fact.occurred_at.date().isoformat()
         sealed = self._sealer.seal(
             event.originator_id,
             json.dumps(
@@ -207,13 +207,12 @@ class ReadModel:
             (
                 event.tenant_id, position, event.originator_id, event.originator_version,
                 type(fact).__name__, fact.event_id, utc_text(fact.occurred_at),
-                fact.occurred_at.date().isoformat(), _column(fact.actor.id), fact.actor.role.value,
+                day, _column(fact.actor.id), fact.actor.role.value,
                 purpose.value if purpose else None, listed(categories),
                 int(bool(getattr(fact, "break_glass", False))), basis, recipient,
                 *self._verdict(fact, judgment), sealed,
             ),
         )  # fmt: skip
-        day = fact.occurred_at.date().isoformat()
         bump(cursor, event.tenant_id, fact_counts(type(fact).__name__, day, basis,
                                                   fact.actor.role.value))  # fmt: skip
 
@@ -273,14 +272,13 @@ class ReadModel:
     ) -> None:
         """Store the judged fact's findings; ``judged`` is its event id, position and month."""
         subject, subject_position, month = judged
-        text_id = "CAST(x.finding_id AS TEXT)" if cursor.dialect == "postgres" else "x.finding_id"
         existing = {
             str(row["finding_id"]): row
             for row in cursor.fetchall(
-                "SELECT x.finding_id, x.withdrawn, x.message, x.rule, x.severity,"  # noqa: S608
-                " a.resolution FROM pv_findings x LEFT JOIN pv_acks a"
-                f" ON a.tenant_id = x.tenant_id AND a.finding_id = {text_id}"
-                " WHERE x.tenant_id = %s AND x.subject_event_id = %s",
+                "SELECT x.finding_id, x.withdrawn, x.message, x.rule, x.severity, a.resolution"  # noqa: S608
+                " FROM pv_findings x"
+                + acks_join(cursor)
+                + " WHERE x.tenant_id = %s AND x.subject_event_id = %s",
                 (tenant, subject),
             )
         }
@@ -302,12 +300,11 @@ class ReadModel:
                 json.dumps([str(e) for e in finding.evidence]), finding.ruleset,
             )  # fmt: skip
             before = existing.get(str(ident))
-            after = {"rule": finding.rule, "severity": finding.severity, "withdrawn": 0,
-                     "resolution": before["resolution"] if before else None}  # fmt: skip
             if before is None or before["withdrawn"] or before["message"] != finding.message:
                 if before is not None:
                     count(before, -1)
-                count(after, +1)
+                count({"rule": finding.rule, "severity": finding.severity, "withdrawn": 0,
+                       "resolution": before["resolution"] if before else None}, +1)  # fmt: skip
             if before is None:
                 cursor.execute(
                     "INSERT INTO pv_findings (finding_id, tenant_id, record_id, subject_position,"

@@ -2,7 +2,7 @@
 
 from projections.ports import Cursor
 
-__all__ = ["SCHEMA_VERSION", "TABLES", "create", "drop"]
+__all__ = ["SCHEMA_VERSION", "TABLES", "acks_join", "create", "drop"]
 
 # Indexes are not part of the version: ``create`` adds missing ones on every start.
 # 3: the accounting's verdict columns (impermissible, ruleset, instrument); 4: pv_counts.
@@ -77,6 +77,14 @@ _DDL = [
     "CREATE TABLE IF NOT EXISTS pv_tracking (projection TEXT PRIMARY KEY,"
     " notification_id {int} NOT NULL, schema_version {int} NOT NULL)",
 ]
+
+
+def acks_join(cursor: Cursor) -> str:
+    """``LEFT JOIN pv_acks a`` onto findings aliased ``x``: an acknowledgement names its finding
+    by the id's text (pv_acks.finding_id is TEXT; pv_findings.finding_id is a UUID on
+    PostgreSQL)."""
+    text_id = "CAST(x.finding_id AS TEXT)" if cursor.dialect == "postgres" else "x.finding_id"
+    return f" LEFT JOIN pv_acks a ON a.tenant_id = x.tenant_id AND a.finding_id = {text_id}"
 
 
 def create(cursor: Cursor) -> None:

@@ -630,8 +630,8 @@ def exports_page(request: Request, session: Session, started: str | None = None)
     services = _services(request)
     tenant = session.principal.tenant_id
     jobs = recent_exports(services, session.principal)
-    # The latest signed one, as stored: signing a fresh one re-hashes the whole log (seconds at
-    # a million events), which an export does anyway.
+    # The latest signed one, as stored: signing a fresh one re-hashes the whole log (linear in
+    # its size: 46 ms at 20k events), which an export does anyway.
     latest = services.log.latest_checkpoint(tenant)
     checkpoint = (
         latest.note if latest else "None signed yet: the first export (or proof request) signs one."
