@@ -73,6 +73,26 @@ def render_markdown(book: Rulebook) -> str:
         for ident, meta in sorted(state.rules.items()):
             if baseline.rules.get(ident) != meta:
                 lines.append(f"\n{state.ruleset.id} changes {ident}: {_cell(str(meta))}")
+    lines += [
+        "",
+        "## Retention schedules",
+        "",
+        "A record is kept until the later of its last service plus the adult term and the",
+        "client's majority plus the minor term (`domain/policy/retention.py`), then destroyed",
+        "unless a legal hold or an open legal demand stops it.",
+        "",
+        "| Jurisdiction | Adult: years after the last service | Minor: years after majority"
+        " (majority at) | Citation | Destruction method |",
+        "|---|---|---|---|---|",
+    ]
+    for ruleset in (baseline, *states):
+        kept = ruleset.retention
+        lines.append(
+            f"| {ruleset.ruleset.id} | {kept.years_after_last_service} | "
+            f"{kept.minor_years_after_majority} ({kept.age_of_majority}) | "
+            f"{_cell(kept.citation)}; {_cell(kept.minor_citation)} | "
+            f"{_cell(kept.method)} ({_cell(kept.method_citation)}) |"
+        )
     lines += ["", "## Values per jurisdiction", ""]
     base_values = _values(baseline)
     state_values = [(s, _values(s)) for s in states]

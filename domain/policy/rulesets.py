@@ -9,9 +9,18 @@ import tomllib
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from domain.vocabulary import (
     AuthorizationKind,
@@ -140,6 +149,61 @@ class _Minors(_Strict):
     minor_consent_age: Cited[int] | None = None
 
 
+Years = Annotated[StrictInt, Field(gt=0, le=100)]
+"""A whole number of calendar years, as a rule file writes it (7, not "7" or 7.0)."""
+Citation = Annotated[StrictStr, Field(min_length=3)]
+
+
+class _Retention(_Strict):
+    """How long a record is kept after its last service, and how it is destroyed.
+
+    Flat values, each paired with the citation that covers it (``CITED_BY``); the baseline sets
+    every required one and states inherit what they do not override.
+    """
+
+    years_after_last_service: Years
+    citation: Citation
+    minor_years_after_majority: Years
+    age_of_majority: Years
+    minor_citation: Citation
+    method: Citation
+    method_citation: Citation
+    part2_method_citation: Citation
+    """Added to ``method_citation`` when the record is a 42 CFR Part 2 program's."""
+    part2_years_after_last_service: Years | None = None
+    """A state's own minimum for Part 2 records, if it sets one (42 CFR Part 2 sets none)."""
+    part2_citation: Citation | None = None
+
+    @model_validator(mode="after")
+    def _part2_term_is_cited(self) -> Self:
+        if (self.part2_years_after_last_service is None) != (self.part2_citation is None):
+            raise ValueError(
+                "part2_years_after_last_service and part2_citation are set together or not at all"
+            )
+        return self
+
+
+CITED_BY: dict[str, str] = {
+    "years_after_last_service": "citation",
+    "minor_years_after_majority": "minor_citation",
+    "age_of_majority": "minor_citation",
+    "method": "method_citation",
+    "part2_years_after_last_service": "part2_citation",
+}
+"""Which citation covers each retention value: a file that sets the value must also set it."""
+
+
+def _uncited_retention(data: dict[str, Any]) -> list[str]:
+    section = data.get("retention")
+    if not isinstance(section, dict):
+        return []
+    return sorted(
+        f"retention.{key} is set without retention.{citation} (a value needs its own citation)"
+        for key, citation in CITED_BY.items()
+        if key in section and citation not in section
+    )
+
+
 class Ruleset(_Strict):
     """One jurisdiction's rules, merged over the baseline it extends."""
 
@@ -155,6 +219,7 @@ class Ruleset(_Strict):
     duty_to_warn: _DutyToWarn
     privilege: _Privilege
     minors: _Minors
+    retention: _Retention
 
     @field_validator("bases")
     @classmethod
@@ -221,6 +286,9 @@ class Rulebook:
                 raise RulesetError(f"rule file {path}: [ruleset] id is missing")
             if ident in raw:
                 raise RulesetError(f"rule file {path}: rule set {ident} is defined twice")
+            uncited = _uncited_retention(data)
+            if uncited:
+                raise RulesetError(f"rule file {path}: {'; '.join(uncited)}")
             raw[ident] = (path, data)
         if "US" not in raw:
             raise RulesetError(f"no federal baseline (US.toml) in {directory}")
