@@ -6,7 +6,7 @@ type. The aggregate keeps only what writes need; judgments are derived elsewhere
 
 import hashlib
 import hmac
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -18,7 +18,14 @@ from domain import facts
 from domain.errors import FactInFutureError, RecordErasedError
 from domain.policy.state import LEGAL_FACTS
 
-__all__ = ["CLOCK_SKEW", "EVENT_CLASS_BY_TYPE", "ClientRecord", "check_not_in_future", "record_id"]
+__all__ = [
+    "CLOCK_SKEW",
+    "EVENT_CLASS_BY_TYPE",
+    "ClientRecord",
+    "DocumentedDisclosure",
+    "check_not_in_future",
+    "record_id",
+]
 
 CLOCK_SKEW = timedelta(minutes=5)
 """How far in the future an ``occurred_at`` may lie before we call the clock wrong."""
@@ -106,6 +113,30 @@ class ClientRecord(BaseAggregate[UUID]):
         def apply(self, aggregate: Any) -> None:
             aggregate.erased = True
 
+    class Destroyed(Event):
+        """The record was destroyed at the end of its retention: its certificate of destruction.
+
+        It names no client (the stream id is a keyed pseudonym; no record_ref), so it is sealed
+        with the service's lifecycle key, not the record's, and stays readable after the
+        record's key is destroyed: who destroyed it, under which rule, and what the 6-year
+        documentation duty (45 CFR 164.530(j)) still needs of its disclosures.
+        """
+
+        TOPIC: ClassVar[str] = "client-record/RecordDestroyed"
+        tenant_id: str
+        destroyed_by: str
+        ruleset: str
+        rule: str
+        citation: str
+        last_service: date | None
+        due_on: date
+        method: str
+        method_citation: str
+        documentation: tuple["DocumentedDisclosure", ...]
+
+        def apply(self, aggregate: Any) -> None:
+            aggregate.erased = True
+
     class Snapshot(Event):
         """The record's state at a version, so that loading it after a restart reads this and
         the few events after it, not the whole stream (a record may hold 100,000 accesses)."""
@@ -157,6 +188,12 @@ class ClientRecord(BaseAggregate[UUID]):
             )
             return record
 
+    def destroy(self, **certificate: Any) -> None:
+        """Append the certificate of destruction (the key is destroyed right after it)."""
+        if self.erased:
+            raise RecordErasedError("the record was destroyed already")
+        self.trigger_event(ClientRecord.Destroyed, tenant_id=self.tenant_id, **certificate)
+
     @classmethod
     def register(cls, id: UUID, tenant_id: str, record_ref: str) -> "ClientRecord":
         """Start the stream of a record the service has not seen before."""
@@ -188,7 +225,7 @@ class ClientRecord(BaseAggregate[UUID]):
 
     def record(self, fact: facts.FactBase, recorded_at: datetime) -> None:
         """Append a reported fact to the record."""
-        if self.tenant_id is None or self.record_ref is None:
+        if self.tenant_id is None or self.record_ref is None or self.erased:
             raise RecordErasedError("a record whose key was destroyed takes no new facts")
         self.trigger_event(
             EVENT_CLASS_BY_TYPE[type(fact)],
@@ -197,6 +234,19 @@ class ClientRecord(BaseAggregate[UUID]):
             record_ref=self.record_ref,
             fact=fact,
         )
+
+
+class DocumentedDisclosure(BaseModel):
+    """What a destroyed record's certificate keeps of one disclosure, report or warning: that
+    it happened, when, and its legal basis kind (45 CFR 164.530(j): six years), naming no one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: str
+    occurred_on: date
+    legal_basis: str
+
+
+ClientRecord.Destroyed.model_rebuild()
 
 
 def _event_class(fact_type: type[facts.FactBase]) -> type[ClientRecord.FactRecorded]:
@@ -228,6 +278,7 @@ _STABLE: tuple[type[ClientRecord.Event], ...] = (
     ClientRecord.Registered,
     ClientRecord.Redacted,
     ClientRecord.RedactedRegistration,
+    ClientRecord.Destroyed,
     ClientRecord.Snapshot,
     *EVENT_CLASS_BY_TYPE.values(),
 )

@@ -15,7 +15,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from domain import facts
 from domain.policy.accounting import impermissible_rules, instrument_of
-from domain.policy.engine import Judgment, judge_on_record
+from domain.policy.engine import Finding, Judgment, judge_on_record
 from domain.policy.rulesets import Rulebook
 from domain.policy.state import LEGAL_FACTS, party_key
 from domain.record import ClientRecord
@@ -23,7 +23,15 @@ from projections.counts import Key, bump, fact_counts, finding_counts, forget_re
 from projections.ports import Cursor, History, Sealer
 from projections.schema import acks_join
 
-__all__ = ["JUDGED", "ReadModel", "finding_id", "listed", "utc_text"]
+__all__ = [
+    "JUDGED",
+    "OVERDUE_RULE",
+    "ReadModel",
+    "finding_id",
+    "listed",
+    "store_overdue",
+    "utc_text",
+]
 
 JUDGED = (
     facts.RecordAccessed,
@@ -32,6 +40,79 @@ JUDGED = (
     facts.DutyToWarnExercised,
 )
 """The facts that appear in the access log, the disclosures register and the findings."""
+
+
+OVERDUE_RULE = "RT-1"
+"""A finding about a whole record (kept past its retention), raised and withdrawn by the
+retention sweep (``store_overdue``), never by judging a fact."""
+
+
+def store_overdue(
+    cursor: Cursor, tenant: str, record: UUID, finding: Finding | None, at: int
+) -> str | None:
+    """Raise, update or withdraw a record's RT-1 finding; what changed ("raised", "withdrawn")
+    or None. It sits on the record's latest judged fact, so the queue orders it there and a
+    purge of the record takes it away with the rest."""
+    ident = finding_id(tenant, record, OVERDUE_RULE)
+    if cursor.dialect == "postgres":  # two sweeps at once: one at a time per finding
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (ident.int >> 65,))
+    rows = cursor.fetchall(
+        "SELECT x.finding_id, x.withdrawn, x.message, x.rule, x.severity, f.occurred_day,"  # noqa: S608
+        " a.resolution FROM pv_findings x JOIN pv_facts f ON f.tenant_id = x.tenant_id"
+        " AND f.position = x.subject_position" + acks_join(cursor) + " WHERE x.finding_id = %s",
+        (ident,),
+    )
+    before = rows[0] if rows else None
+
+    def counts(row: Any, sign: int) -> Counter[Key]:
+        found = finding_counts(row["rule"], row["severity"], str(row["occurred_day"])[:7],
+                               withdrawn=bool(row["withdrawn"]),
+                               acknowledged=row.get("resolution") is not None)  # fmt: skip
+        return Counter({key: sign * n for key, n in found.items()})
+
+    if finding is None:
+        if before is None or before["withdrawn"]:
+            return None
+        cursor.execute(
+            "UPDATE pv_findings SET withdrawn = 1, changed_position = %s WHERE finding_id = %s",
+            (at, ident),
+        )
+        bump(cursor, tenant, counts(before, -1))
+        return "withdrawn"
+    latest = cursor.fetchall(
+        "SELECT position, event_id, occurred_day FROM pv_facts WHERE tenant_id = %s"
+        " AND record_id = %s ORDER BY position DESC LIMIT 1",
+        (tenant, record),
+    )
+    if not latest:
+        return None  # nothing of the record is projected yet: the next sweep raises it
+    subject = latest[0]
+    values = (finding.severity, finding.citation, finding.message,
+              json.dumps([str(e) for e in finding.evidence]), finding.ruleset)  # fmt: skip
+    if before is None:
+        cursor.execute(
+            "INSERT INTO pv_findings (finding_id, tenant_id, record_id, subject_position,"
+            " subject_event_id, rule, severity, citation, message, evidence, ruleset,"
+            " withdrawn, raised_position, changed_position)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s)",
+            (ident, tenant, record, subject["position"], subject["event_id"], OVERDUE_RULE,
+             *values, at, at),
+        )  # fmt: skip
+    elif before["withdrawn"] or before["message"] != finding.message:
+        bump(cursor, tenant, counts(before, -1))
+        cursor.execute(
+            "UPDATE pv_findings SET subject_position = %s, subject_event_id = %s,"
+            " severity = %s, citation = %s, message = %s, evidence = %s, ruleset = %s,"
+            " withdrawn = 0, changed_position = %s WHERE finding_id = %s",
+            (subject["position"], subject["event_id"], *values, at, ident),
+        )
+    else:
+        return None
+    after = {"rule": OVERDUE_RULE, "severity": finding.severity, "withdrawn": 0,
+             "occurred_day": subject["occurred_day"],
+             "resolution": before["resolution"] if before else None}  # fmt: skip
+    bump(cursor, tenant, counts(after, +1))
+    return "raised"
 
 
 def finding_id(tenant_id: str, subject: UUID, rule: str) -> UUID:
@@ -104,6 +185,10 @@ class ReadModel:
             return
         legal = [(version, fact)] if isinstance(fact, LEGAL_FACTS) else []
         self._records[record] = (version, entry[1] + legal)
+
+    def forget(self, record: UUID) -> None:
+        """Drop what is held in memory of a record (destroyed by another process)."""
+        self._records.pop(record, None)
 
     def purge(self, cursor: Cursor, record: UUID) -> None:
         """Forget a crypto-shredded record: a rebuild would not see its events either."""
@@ -278,8 +363,8 @@ class ReadModel:
                 "SELECT x.finding_id, x.withdrawn, x.message, x.rule, x.severity, a.resolution"  # noqa: S608
                 " FROM pv_findings x"
                 + acks_join(cursor)
-                + " WHERE x.tenant_id = %s AND x.subject_event_id = %s",
-                (tenant, subject),
+                + " WHERE x.tenant_id = %s AND x.subject_event_id = %s AND x.rule <> %s",
+                (tenant, subject, OVERDUE_RULE),
             )
         }
         counted: Counter[Key] = Counter()

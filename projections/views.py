@@ -174,6 +174,35 @@ class HoldStatus(View):
     placed_at: datetime
 
 
+class RetentionBlock(View):
+    """Something that stops a record's destruction, and what to do about it."""
+
+    kind: str = Field(
+        description="legal_hold, open_demand (an implicit hold), birth_date_unknown, "
+        "no_record_opened, or not_yet_due"
+    )
+    ref: str | None = Field(default=None, description="The hold_id or demand_id")
+    since: date | None = None
+    reason: str
+
+
+class RetentionView(View):
+    """How long the record is kept, by which rule, and what blocks its destruction."""
+
+    status: str = Field(description="kept (not yet due), due, blocked, or destroyed")
+    ruleset: str | None = None
+    rule: str | None = Field(default=None, description="adult or minor: the term that applies")
+    citation: str | None = None
+    last_service: date | None = None
+    keep_until: date | None = Field(default=None, description="The last day it must be kept")
+    due_on: date | None = Field(default=None, description="The first day it may be destroyed")
+    blocks: list[RetentionBlock] = Field(default_factory=list)
+    destroyed_at: datetime | None = None
+    certificate_position: int | None = Field(
+        default=None, description="Log position of the certificate of destruction"
+    )
+
+
 class RecordStatus(View):
     """A record's standing at an instant."""
 
@@ -185,6 +214,9 @@ class RecordStatus(View):
     privilege: list[PrivilegeStatus]
     open_demands: list[OpenDemand]
     holds: list[HoldStatus]
+    retention: RetentionView | None = Field(
+        default=None, description="Retention now (not as_of): shown when as_of is not given"
+    )
 
 
 class AuditRead(View):

@@ -14,6 +14,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from service.auth import TENANT_PATTERN, Principal, Role
+from service.cli_keys import master_key_app
+from service.cli_records import records_app
 from service.cli_store import err, fail, load_settings, open_creating, open_existing
 from service.storage.presence import store_label
 
@@ -28,6 +30,8 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 app.add_typer(keys_app, name="keys")
 projections_app = typer.Typer(help="Manage the read models.", no_args_is_help=True)
 app.add_typer(projections_app, name="projections")
+app.add_typer(master_key_app, name="master-key")
+app.add_typer(records_app, name="records")
 out = Console()
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]

@@ -104,6 +104,10 @@ def audited(*roles: Role) -> Callable[..., Principal]:
         route = getattr(request.scope.get("route"), "path", request.url.path)
         # Path parameters too: a read of /v1/records/{record_ref} names the record it was about.
         filters = dict(request.query_params) | dict(request.path_params)
+        # Before anything is decrypted or recorded: a record another process destroyed is not
+        # served from a key this process still holds, and a read naming it is recorded without
+        # its ref (service/reads.py).
+        services.audit.sync_keys()
         services.reads.record(principal, f"{request.method} {route}", filters)
         return principal
 

@@ -20,6 +20,8 @@ from domain.errors import (
     RecordNotFoundError,
 )
 from service.application.ingest import WriteContentionError
+from service.application.lifecycle import DestructionRefusedError
+from service.storage.service_keys import ServiceKeyUnavailableError
 from service.telemetry import STORE_UNAVAILABLE
 
 __all__ = ["PROBLEM_JSON", "SECURITY_HEADERS", "install_error_handlers", "problem"]
@@ -160,6 +162,19 @@ async def _erased(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _refused(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DestructionRefusedError)  # noqa: S101
+    return problem(
+        409,
+        "destruction-refused",
+        "The record was not destroyed: 'errors' lists what stops it. Nothing was changed.",
+        errors=[
+            {"loc": ["path", "record_ref"], "msg": reason, "type": kind}
+            for kind, reason in exc.reasons
+        ],
+    )
+
+
 async def _contention(request: Request, exc: Exception) -> JSONResponse:
     return problem(
         503,
@@ -180,6 +195,17 @@ async def _store_down(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _rotated(request: Request, exc: Exception) -> JSONResponse:
+    # The operator's mistake, not the caller's: log what to do (the message names no record).
+    _log.error("%s", exc)
+    return problem(
+        503,
+        "master-key-rotated",
+        "The service's master key was rotated and this process still runs on the old one; "
+        "nothing was stored. The operator must restart it with the new master key file.",
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Log the type only: messages of driver errors may quote stored values.
     route = getattr(request.scope.get("route"), "path", "<unmatched>")
@@ -197,6 +223,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RecordNotFoundError, _not_found)
     app.add_exception_handler(RecordErasedError, _erased)
     app.add_exception_handler(WriteContentionError, _contention)
+    app.add_exception_handler(DestructionRefusedError, _refused)
     app.add_exception_handler(OperationalError, _store_down)
+    app.add_exception_handler(ServiceKeyUnavailableError, _rotated)
     app.add_exception_handler(InterfaceError, _store_down)
     app.add_exception_handler(Exception, _unexpected)

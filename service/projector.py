@@ -24,6 +24,7 @@ import psycopg
 from eventsourcing.persistence import InterfaceError, Notification, OperationalError
 
 from domain import facts
+from domain.errors import RecordErasedError
 from domain.policy.rulesets import Rulebook
 from domain.record import ClientRecord
 from projections import held
@@ -97,6 +98,8 @@ class EventFeed(Protocol):
 
     def key_of(self, record: UUID) -> bytes | None: ...
 
+    def sync_keys(self) -> None: ...
+
     def blind(self, value: str) -> bytes: ...
 
     def listening(self) -> AbstractContextManager[Any]: ...
@@ -133,8 +136,8 @@ class _Sealer:
 
     def seal(self, record: UUID, data: bytes) -> bytes:
         key = self._feed.key_of(record)
-        if key is None:
-            raise KeyError(f"record {record} has no key")
+        if key is None:  # destroyed since its event was read: nothing of it is projected
+            raise RecordErasedError(f"record {record} has no key")
         return seal_state(key, data, record=record, version=0, topic=_TOPIC, recorded_at=_EPOCH)
 
     def open(self, record: UUID, data: bytes) -> bytes | None:
@@ -214,6 +217,7 @@ class Projector:
         notifications = self.feed.notifications(start + 1, self._page_size)
         if not notifications:
             return 0
+        self.feed.sync_keys()  # a record destroyed by another process is not projected again
         last = notifications[-1].id
         logged = self.feed.tenant_log.page(start, last)
         with self.feed.db.transaction(commit=False) as cursor:
@@ -337,6 +341,13 @@ class Projector:
             self.model.apply(cursor, planned.event, planned.position)
         except _STORE_ERRORS:
             raise
+        except RecordErasedError:
+            # Destroyed between reading its event and projecting it: the destruction purged
+            # its rows, and this event must add none back. Not a stall: it is done.
+            cursor.execute("ROLLBACK TO SAVEPOINT apply_event")
+            cursor.execute("RELEASE SAVEPOINT apply_event")
+            self.model = ReadModel(self._rulebook, _History(self.feed), self.sealer)
+            return None
         except Exception as error:
             cursor.execute("ROLLBACK TO SAVEPOINT apply_event")
             cursor.execute("RELEASE SAVEPOINT apply_event")

@@ -1,17 +1,21 @@
 """Self-audit: every query and export of the audit trail is recorded (who, when, what filters).
 
 Recording a read is a plain insert, never a query, so it cannot cause another read record. The
-filters may name a record, so they are sealed with a key derived from the master key.
+filters may name a record, so they are sealed with the service key "audit-reads"
+(``service/storage/service_keys.py``).
 """
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID, uuid4
 
 from projections.views import AuditRead
 from service.auth import Principal
-from service.storage.crypto import MasterKey, open_state, seal_state
+from service.storage.crypto import open_state, seal_state
+from service.storage.service_keys import ServiceKeys
 from service.storage.sql import Database, Dialect, as_datetime
 
 __all__ = ["READ_TABLES", "ReadLog"]
@@ -33,6 +37,25 @@ READ_TABLES: dict[Dialect, list[str]] = {
 }
 
 
+def stand_in(record: UUID) -> str:
+    """What the self-audit names a destroyed record by: its pseudonymous id, never its ref."""
+    return f"[destroyed record {record}]"
+
+
+def _without(value: Any, record_ref: str, stand_in: str) -> Any:
+    if isinstance(value, list):
+        return [_without(v, record_ref, stand_in) for v in value]
+    return stand_in if value == record_ref else value
+
+
+def _route_without(route: str, record_ref: str, stand_in: str) -> str:
+    # A route is a template ("/v1/records/{record_ref}") unless none matched: then a raw path,
+    # whose segment may be the ref (percent-encoded as the client sent it).
+    segments = route.split("/")
+    refs = {record_ref, quote(record_ref, safe="")}
+    return "/".join(stand_in if segment in refs else segment for segment in segments)
+
+
 def _record_of(filters: dict[str, str | list[str]]) -> str | None:
     ref = filters.get("record_ref")
     return ref if isinstance(ref, str) else None
@@ -41,16 +64,19 @@ def _record_of(filters: dict[str, str | list[str]]) -> str | None:
 class ReadLog:
     """Records and lists reads of the audit trail."""
 
-    def __init__(self, db: Database, master: MasterKey) -> None:
+    def __init__(self, db: Database, keys: ServiceKeys) -> None:
         self._db = db
-        self._key = master.derive("audit-reads")
+        self._key = keys.named("audit-reads")
+        # (tenant, record_ref) -> the record's id if it was destroyed; set by the composition
+        # root, so that a read naming a destroyed record is recorded with a stand-in.
+        self.destroyed: Callable[[str, str], UUID | None] = lambda tenant, ref: None
 
     def record(self, principal: Principal, route: str, filters: dict[str, Any]) -> None:
         """Record one read by ``principal`` of ``route`` with ``filters`` (None values dropped)."""
         now = datetime.now(UTC)
-        kept = {k: v for k, v in filters.items() if v is not None}
-        sealed = seal_state(self._key, json.dumps(kept, default=str).encode(), record=_NIL,
-                            version=0, topic=_TOPIC, recorded_at=now)  # fmt: skip
+        tenant = principal.tenant_id
+        kept = {k: self._masked(tenant, k, v) for k, v in filters.items() if v is not None}
+        sealed = self._seal(kept, now)
         with self._db.transaction() as cursor:
             cursor.execute(
                 "INSERT INTO da_audit_reads (tenant_id, read_id, at, key_id, route, filters)"
@@ -58,11 +84,55 @@ class ReadLog:
                 (principal.tenant_id, uuid4(), now, principal.key_id, route, sealed),
             )
 
+    def _seal(self, filters: dict[str, Any], now: datetime | None = None) -> bytes:
+        plain = json.dumps(filters, default=str).encode()
+        at = now or datetime.now(UTC)
+        return seal_state(self._key, plain, record=_NIL, version=0, topic=_TOPIC, recorded_at=at)
+
     def _open(self, sealed: bytes) -> dict[str, Any]:
         opened: dict[str, Any] = json.loads(
             open_state(self._key, sealed, record=_NIL, version=0, topic=_TOPIC)
         )
         return opened
+
+    def _masked(self, tenant_id: str, name: str, value: Any) -> Any:
+        if name == "record_ref" and isinstance(value, str):
+            gone = self.destroyed(tenant_id, value)
+            return value if gone is None else stand_in(gone)
+        if name == "record_refs" and isinstance(value, list):
+            return [self._masked(tenant_id, "record_ref", v) for v in value]
+        return value
+
+    def redact(self, tenant_id: str, record_ref: str, stand_in: str) -> int:
+        """Replace a destroyed record's ref by ``stand_in`` in every read that named it (in its
+        filters or its route); how many reads changed. The reads stay: that someone looked,
+        when, and at which route is still the self-audit's to show."""
+        changed = 0
+        after = 0
+        while True:
+            rows = self._db.read(
+                "SELECT seq, route, filters FROM da_audit_reads WHERE tenant_id = %s AND seq > %s"
+                " ORDER BY seq LIMIT 500",
+                (tenant_id, after),
+            )
+            if not rows:
+                return changed
+            after = int(rows[-1]["seq"])
+            updates = []
+            for row in rows:
+                filters = self._open(bytes(row["filters"]))
+                cleaned = {k: _without(v, record_ref, stand_in) for k, v in filters.items()}
+                route = _route_without(str(row["route"]), record_ref, stand_in)
+                if cleaned != filters or route != row["route"]:
+                    updates.append((route, self._seal(cleaned), tenant_id, int(row["seq"])))
+            if updates:
+                with self._db.transaction() as cursor:
+                    cursor.executemany(
+                        "UPDATE da_audit_reads SET route = %s, filters = %s"
+                        " WHERE tenant_id = %s AND seq = %s",
+                        updates,
+                    )
+                changed += len(updates)
 
     def page(self, tenant_id: str, *, limit: int, after: int) -> tuple[list[AuditRead], int | None]:
         """A page of the tenant's reads, oldest first."""

@@ -197,6 +197,15 @@ class TimelineItem(Out):
                 occurred_at=fact.occurred_at,
                 event=fact.model_dump(mode="json", exclude_none=True),
             )
+        if isinstance(event, ClientRecord.Destroyed):  # the certificate outlives the record
+            return cls(
+                position=stored.position,
+                recorded_at=stored.recorded_at,
+                type="RecordDestroyed",
+                redacted=False,
+                occurred_at=stored.recorded_at,
+                event=event.model_dump(mode="json", exclude={"originator_version"}),
+            )
         original = getattr(event, "original_topic", type(event).TOPIC)
         return cls(
             position=stored.position,

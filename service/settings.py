@@ -112,6 +112,15 @@ class Settings(BaseSettings):
         "downloadable; then it is deleted and GET .../bundle answers 410.",
     )
 
+    retention_sweep_hours: float = Field(
+        default=24.0,
+        ge=0,
+        le=24 * 366,
+        description="How often `serve` checks every record's retention and raises the finding "
+        "RT-1 on records kept past it (the first check 10 minutes after start); 0 turns it off "
+        "(then run 'disclosure-audit records sweep' from cron).",
+    )
+
     timezone: str = Field(
         default="UTC",
         description="The practice's time zone (IANA name, e.g. America/New_York): the console "

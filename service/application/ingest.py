@@ -126,6 +126,11 @@ def leaf_content(event: ClientRecord.Event, salt: str) -> dict[str, Any]:
     if isinstance(event, ClientRecord.FactRecorded):
         content["type"] = type(event.fact).__name__
         content["event"] = event.fact.model_dump(mode="json", exclude_none=True)
+    elif isinstance(event, ClientRecord.Destroyed):
+        content["type"] = "RecordDestroyed"
+        content["event"] = event.model_dump(
+            mode="json", exclude={"originator_id", "originator_version", "timestamp"}
+        )
     return content
 
 
@@ -278,10 +283,11 @@ class Ingest:
         """How many requests wait for the writer now (a gauge for operators and tests)."""
         return self._queue.qsize()
 
-    def forget(self, record: UUID) -> None:
-        """Drop a record from memory (its key was destroyed, or it changed elsewhere)."""
+    def forget(self, *records: UUID) -> None:
+        """Drop records from memory (their key was destroyed, or they changed elsewhere)."""
         with self._lock:
-            self._records.pop(record, None)
+            for record in records:
+                self._records.pop(record, None)
 
     # The writer's side --------------------------------------------------------------------
 
@@ -317,6 +323,9 @@ class Ingest:
                 return
 
     def _commit(self, group: list[_Request]) -> None:
+        # Destructions by other processes since the last group: their keys and records go
+        # from memory before anything is sealed (their facts then fail alone, as erased).
+        self.store.sync_keys()
         for attempt in range(self._attempts):
             pending = [r for r in group if not r.answered.is_set()]
             if not pending:

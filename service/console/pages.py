@@ -47,6 +47,7 @@ from projections.queries import (
 )
 from projections.status import record_status
 from projections.views import AccountingEntry, FindingView
+from service.application.lifecycle import retention_view
 from service.auth import Principal, Role
 from service.console import charts
 from service.console.sessions import MAX_SESSION, ConsoleSession, ConsoleSessions
@@ -106,10 +107,12 @@ def _sessions(services: Services) -> ConsoleSessions:
 
 
 def _session(request: Request) -> ConsoleSession:
-    session = _sessions(_services(request)).find(request.cookies.get(COOKIE))
+    services = _services(request)
+    session = _sessions(services).find(request.cookies.get(COOKIE))
     if session is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise LoginRequiredError(target)
+    services.audit.sync_keys()  # as every API read does (service/deps.py)
     return session
 
 
@@ -411,6 +414,12 @@ def acknowledge(request: Request, session: Session, form: Form, finding_id: str)
 def _summary(item: TimelineItem) -> str:
     """One plain-language line for a timeline entry."""
     event = item.event or {}
+    if item.type == "RecordDestroyed":
+        return (
+            f"destroyed by {event.get('destroyed_by')} under {event.get('ruleset')} "
+            f"({_words(str(event.get('rule')))} rule: {event.get('citation')}); "
+            f"{len(event.get('documentation', []))} disclosures kept as documentation"
+        )
     who = event.get("actor", {})
     parts = [f"{who.get('name', '')} ({_words(who.get('role', ''))})"] if who else []
     if "recipient" in event:
@@ -465,6 +474,10 @@ def record_page(
     moment = datetime.combine(day, time.max, zone).astimezone(UTC) if day else datetime.now(UTC)
     history = [s.event.fact for s in stored if hasattr(s.event, "fact")]
     standing = record_status(ref, history, moment)
+    retention = None
+    if day is None:  # retention is a fact of today, not of an earlier day
+        today = moment.date()
+        retention = retention_view(services.lifecycle.report(ref, stored, today), today)
     items = sorted(
         (TimelineItem.of(s) for s in stored if s.event.originator_version > 1),
         key=lambda i: (i.occurred_at or i.recorded_at, i.position),
@@ -483,6 +496,7 @@ def record_page(
 
     return _render(
         request, "record.html", session, ref=ref, standing=standing, day=day, items=shown,
+        retention=retention,
         findings=findings, summary=_summary, total=len(items), first=first,
         earlier=link(first) if first > 0 else None,
         later=link(min(len(items), end + _TIMELINE_PAGE)) if end < len(items) else None,

@@ -95,6 +95,22 @@ class ExportJobs:
         )
         return [self._job(row) for row in rows]
 
+    def withdraw(self, tenant_id: str, detail: str) -> list[UUID]:
+        """Mark every job of a tenant that has or may get a bundle expired; their ids (the
+        caller deletes their files). Used when a record they may hold is destroyed."""
+        rows = self._db.read(
+            "SELECT export_id FROM da_exports WHERE tenant_id = %s AND status <> 'expired'",
+            (tenant_id,),
+        )
+        ids = [as_uuid(r["export_id"]) for r in rows]
+        with self._db.transaction() as cursor:
+            cursor.execute(
+                "UPDATE da_exports SET status = 'expired', detail = %s, updated_at = %s"
+                " WHERE tenant_id = %s AND status <> 'expired'",
+                (detail, datetime.now(UTC), tenant_id),
+            )
+        return ids
+
     def _job(self, row: dict[str, Any]) -> ExportOut:
         export_id = as_uuid(row["export_id"])
         expires_at = None

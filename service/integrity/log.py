@@ -8,7 +8,7 @@ log MUST NOT sign two inconsistent checkpoints).
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +16,7 @@ from uuid import UUID
 
 from domain import merkle
 from service.integrity.signing import LogKeyring, sign_note
-from service.storage.crypto import open_state
+from service.storage.crypto import SealedStateError, open_state
 from service.storage.keyring import RecordKeyring
 from service.storage.sql import Database, Dialect, as_uuid
 from service.storage.tenant_log import LEAF_TOPIC, TenantLogTable
@@ -73,11 +73,17 @@ class TenantLog:
     """Reads the tenant log as a tree and signs checkpoints of it."""
 
     def __init__(
-        self, db: Database, keyring: RecordKeyring, log_keys: LogKeyring, origin_prefix: str
+        self,
+        db: Database,
+        keyring: RecordKeyring,
+        log_keys: LogKeyring,
+        origin_prefix: str,
+        lifecycle_key: Callable[[], bytes],
     ) -> None:
         self._db = db
         self._table = TenantLogTable(db)
         self._keyring = keyring
+        self._lifecycle_key = lifecycle_key
         self.log_keys = log_keys
         self._origin_prefix = origin_prefix
 
@@ -181,10 +187,25 @@ class TenantLog:
                 )
 
     def _open(self, record: UUID, version: int, sealed: bytes) -> bytes | None:
+        """A leaf's bytes; None for an erased one (its record's key was destroyed).
+
+        A record's certificate of destruction is sealed with the lifecycle key (it must outlive
+        the record's key), every other leaf with the record's key; a leaf neither opens was
+        altered or moved, and fails loudly.
+        """
         key = self._keyring.find(record)
-        if key is None:
-            return None  # crypto-shredded: only the leaf hash remains
-        return open_state(key, bytes(sealed), record=record, version=version, topic=LEAF_TOPIC)
+        keys = [key] if key is not None else []
+        keys.append(self._lifecycle_key())
+        for candidate in keys:
+            try:
+                return open_state(
+                    candidate, bytes(sealed), record=record, version=version, topic=LEAF_TOPIC
+                )
+            except SealedStateError:
+                if key is None:
+                    return None  # crypto-shredded: only the leaf hash remains
+                continue
+        raise SealedStateError(f"leaf {version} of record {record} fails authentication")
 
     def recorded_at(self, tenant_id: str, position: int) -> datetime | None:
         """When the event at a position was recorded."""

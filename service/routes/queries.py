@@ -33,6 +33,7 @@ from projections.views import (
     FindingView,
     RecordStatus,
 )
+from service.application.lifecycle import retention_view
 from service.auth import Principal, Role
 from service.deps import MAX_POSITION, ServicesDep, audited
 from service.schemas import Page, Problem
@@ -179,7 +180,12 @@ def get_record_status(
     moment = as_of or datetime.now(UTC)
     if moment.tzinfo is None:
         raise HTTPException(422, "as_of needs a UTC offset, e.g. 2026-03-01T00:00:00Z.")
-    return record_status(record_ref, history, moment)
+    status = record_status(record_ref, history, moment)
+    if as_of is not None:
+        return status
+    today = moment.date()
+    report = services.lifecycle.report(record_ref, stored, today)
+    return status.model_copy(update={"retention": retention_view(report, today)})
 
 
 @router.get(

@@ -28,6 +28,7 @@ from domain.record import ClientRecord, record_id
 from service.storage.crypto import MasterKey, open_state, seal_state
 from service.storage.keyring import RecordKeyring
 from service.storage.mapper import RecordCipherMapper
+from service.storage.service_keys import ServiceKeys
 from service.storage.sql import Database
 from service.storage.tenant_log import LogWrite, Placement, TenantLogTable
 
@@ -60,9 +61,6 @@ class AuditLog(Application[UUID]):
         # export) take them from here, so that every judgment of a store uses the same rules.
         self.rulebook = rulebook
         self._master = master_key
-        self._pseudonym_key = master_key.derive("record-id")
-        self._digest_key = master_key.derive("content-digest")
-        self._blind_key = master_key.derive("blind-index")
         super().__init__(env=env)
         self.tenant_log = TenantLogTable(self.db)
 
@@ -72,27 +70,43 @@ class AuditLog(Application[UUID]):
         if not isinstance(datastore, SQLiteDatastore | PostgresDatastore):
             raise TypeError("the audit log runs on SQLite or PostgreSQL only")
         self.db = Database(datastore)
-        self.keyring = RecordKeyring(self.db, self._master)
-        return RecordCipherMapper(self.keyring)
+        # The keys stored wrapped under the master key; opened once the tables exist
+        # (service/container.py), or else on first use.
+        self.service_keys = ServiceKeys(self.db, self._master)
+        self.keyring = RecordKeyring(self.db, self.service_keys)
+        return RecordCipherMapper(self.keyring, lambda: self.lifecycle_key)
 
     # Keys and identifiers -----------------------------------------------------------------
+
+    @property
+    def lifecycle_key(self) -> bytes:
+        """Seals what must stay readable after a record's key is destroyed: its certificate."""
+        return self.service_keys.named("lifecycle")
 
     def blind(self, value: str) -> bytes:
         """A keyed digest of a normalised name: read models filter on it, never on the name."""
         normal = " ".join(value.casefold().split())
-        return hmac.new(self._blind_key, normal.encode(), hashlib.sha256).digest()
+        return hmac.new(
+            self.service_keys.named("blind-index"), normal.encode(), hashlib.sha256
+        ).digest()
 
     def record_id(self, tenant_id: str, record_ref: str) -> UUID:
         """The stream id of a tenant's record."""
-        return record_id(self._pseudonym_key, tenant_id, record_ref)
+        return record_id(self.service_keys.named("record-id"), tenant_id, record_ref)
 
     def content_digest(self, canonical: bytes) -> bytes:
         """A keyed digest of a submission's canonical content (idempotency checks)."""
-        return hmac.new(self._digest_key, canonical, hashlib.sha256).digest()
+        return hmac.new(
+            self.service_keys.named("content-digest"), canonical, hashlib.sha256
+        ).digest()
 
     def key_of(self, record: UUID) -> bytes | None:
         """The record's data key, or None once it was destroyed."""
         return self.keyring.find(record)
+
+    def sync_keys(self) -> None:
+        """Learn of records destroyed by any process since the last call (one index probe)."""
+        self.keyring.sync()
 
     def _key(self, record: UUID) -> bytes:
         key = self.keyring.find(record)
@@ -191,10 +205,16 @@ class AuditLog(Application[UUID]):
 
     def read_record(self, tenant_id: str, record_ref: str) -> list[StoredEvent]:
         """Every event of a tenant's record with its position; raises if the tenant has none."""
-        rid = self.record_id(tenant_id, record_ref)
+        stored = self.read_stream(tenant_id, self.record_id(tenant_id, record_ref))
+        if not stored:
+            raise RecordNotFoundError(record_ref)
+        return stored
+
+    def read_stream(self, tenant_id: str, rid: UUID) -> list[StoredEvent]:
+        """Every event of a tenant's record stream, by its id (empty if the tenant has none)."""
         placed = self.tenant_log.of_record(tenant_id, rid)
         if not placed:
-            raise RecordNotFoundError(record_ref)
+            return []
         events = cast(list[ClientRecord.Event], list(self.events.get(rid)))
         return [
             StoredEvent(
@@ -216,13 +236,18 @@ class AuditLog(Application[UUID]):
         Its snapshots go too: sealed with the destroyed key they could not be read, and a
         record loads from its redacted events instead.
         """
-        rid = self.record_id(tenant_id, record_ref)
+        return self.shred(self.record_id(tenant_id, record_ref))
+
+    def shred(self, rid: UUID) -> bool:
+        """``shred_record`` by stream id."""
         destroyed = self.keyring.destroy(rid)
         snapshots = getattr(self.snapshots, "recorder", None)
         table = getattr(snapshots, "events_table_name", None)
         if table is not None:
+            # The library's SQLite recorder stores ids as 32 hex digits, not as our text form.
+            ident: object = rid.hex if self.db.dialect == "sqlite" else rid
             with self.db.transaction() as cursor:
-                cursor.execute(f"DELETE FROM {table} WHERE originator_id = %s", (rid,))  # noqa: S608
+                cursor.execute(f"DELETE FROM {table} WHERE originator_id = %s", (ident,))  # noqa: S608
         return destroyed
 
     # The projector's port (service.projector.EventFeed) -----------------------------------

@@ -1,4 +1,9 @@
-"""Key material: the master key file, keys derived from it, and sealing of event payloads.
+"""Key material: the master key file, wrapping of keys, and sealing of event payloads.
+
+The master key wraps the service's keys, which are stored in the database
+(``service/storage/service_keys.py``); one of them, the key-encryption key, wraps each record's
+data key. ``MasterKey.derive`` gives the values a store started with before keys were stored
+(and which it keeps): existing record ids, digests and wrapped keys depend on them.
 
 Layout of a sealed event state (all integers big-endian)::
 
@@ -11,12 +16,15 @@ version and the event topic, so no sealed payload can be moved to another place 
 """
 
 import base64
+import hashlib
+import hmac
 import os
 import secrets
 import stat
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from uuid import UUID
 
@@ -32,6 +40,8 @@ __all__ = [
     "open_state",
     "recorded_at_of",
     "seal_state",
+    "unwrap_record_key",
+    "wrap_record_key",
 ]
 
 _FORMAT = 1
@@ -80,28 +90,57 @@ class MasterKey:
         return cls(secret)
 
     def derive(self, purpose: str) -> bytes:
-        """A 32-byte key for one purpose (HKDF-SHA256, RFC 5869), independent of the others."""
+        """A 32-byte key for one purpose (HKDF-SHA256, RFC 5869), independent of the others.
+
+        Only the initial values of a store's service keys come from here (see the module
+        docstring); every key in use is read from the database, wrapped by ``wrap_key``.
+        """
         return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(
             self.secret
         )
 
-    def wrap(self, data_key: bytes, record: UUID) -> bytes:
-        """Encrypt a record's data key for storage, bound to the record id."""
-        nonce = secrets.token_bytes(_NONCE_BYTES)
-        kek = AESGCM(self.derive("record-key-wrapping"))
-        return nonce + kek.encrypt(nonce, data_key, b"record-key:" + record.bytes)
+    @cached_property
+    def key_id(self) -> str:
+        """A public name of this key (16 hex digits), stored beside every row it wraps."""
+        return hmac.new(self.secret, b"disclosure-audit master key id", hashlib.sha256).hexdigest()[
+            :16
+        ]
 
-    def unwrap(self, wrapped: bytes, record: UUID) -> bytes:
-        """Recover a record's data key; fails if the wrapped key was altered or swapped."""
-        kek = AESGCM(self.derive("record-key-wrapping"))
+    def wrap_key(self, key: bytes, label: bytes) -> bytes:
+        """Encrypt a service key for storage (AES-256-GCM), bound to ``label``."""
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        return nonce + AESGCM(self._wrapping_key).encrypt(nonce, key, b"service-key:" + label)
+
+    def unwrap_key(self, wrapped: bytes, label: bytes) -> bytes:
+        """Recover a service key; raises SealedStateError if it was altered or moved."""
         try:
-            return kek.decrypt(
-                wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], b"record-key:" + record.bytes
+            return AESGCM(self._wrapping_key).decrypt(
+                wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], b"service-key:" + label
             )
         except InvalidTag:
             raise SealedStateError(
-                f"the data key of record {record} fails authentication"
+                f"the service key {label!r} fails authentication under master key {self.key_id}"
             ) from None
+
+    @cached_property
+    def _wrapping_key(self) -> bytes:
+        return self.derive("service-key-wrapping")
+
+
+def wrap_record_key(kek: bytes, data_key: bytes, record: UUID) -> bytes:
+    """Encrypt a record's data key with a key-encryption key, bound to the record id."""
+    nonce = secrets.token_bytes(_NONCE_BYTES)
+    return nonce + AESGCM(kek).encrypt(nonce, data_key, b"record-key:" + record.bytes)
+
+
+def unwrap_record_key(kek: bytes, wrapped: bytes, record: UUID) -> bytes:
+    """Recover a record's data key; fails if the wrapped key was altered or swapped."""
+    try:
+        return AESGCM(kek).decrypt(
+            wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], b"record-key:" + record.bytes
+        )
+    except InvalidTag:
+        raise SealedStateError(f"the data key of record {record} fails authentication") from None
 
 
 def _associated_data(header: bytes, record: UUID, version: int, topic: str) -> bytes:

@@ -3,10 +3,12 @@
 The library's own cipher takes one key for the whole store and never sees the aggregate id
 (reference: eventsourcing 9.5 ``Mapper.to_stored_event``), so crypto-shredding one record needs a
 mapper of our own. A record whose key is destroyed reads back as redacted stand-in events, so a
-replay or a projection never stops on it.
+replay or a projection never stops on it. Its certificate of destruction is the one event sealed
+with the service's lifecycle key instead, so it reads back in full.
 """
 
 import json
+from collections.abc import Callable
 from typing import Any, cast
 from uuid import UUID
 
@@ -25,15 +27,21 @@ __all__ = ["RecordCipherMapper"]
 class RecordCipherMapper(Mapper[UUID]):
     """Serialises pydantic events to JSON and seals them with their record's data key."""
 
-    def __init__(self, keyring: RecordKeyring) -> None:
+    def __init__(self, keyring: RecordKeyring, lifecycle_key: Callable[[], bytes]) -> None:
         super().__init__(transcoder=JSONTranscoder())
         self._keyring = keyring
+        self._lifecycle_key = lifecycle_key
+
+    def _key(self, record: UUID, topic: str) -> bytes | None:
+        if topic == ClientRecord.Destroyed.TOPIC:
+            return self._lifecycle_key()
+        return self._keyring.find(record)
 
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         """Seal one event; its record's key must exist (the ingest path ensures it)."""
         event = cast(ClientRecord.Event, domain_event)
         topic = type(event).TOPIC
-        key = self._keyring.find(event.originator_id)
+        key = self._key(event.originator_id, topic)
         if key is None:
             raise KeyError(f"record {event.originator_id} has no data key")
         plaintext = event.model_dump_json(exclude={"originator_id", "originator_version"})
@@ -56,7 +64,7 @@ class RecordCipherMapper(Mapper[UUID]):
         record = UUID(str(stored_event.originator_id))
         version = stored_event.originator_version
         state = bytes(stored_event.state)
-        key = self._keyring.find(record)
+        key = self._key(record, stored_event.topic)
         if key is None:
             return self._redacted(record, version, stored_event.topic, state)
         plaintext = open_state(key, state, record=record, version=version, topic=stored_event.topic)

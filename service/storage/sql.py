@@ -113,6 +113,20 @@ class Database:
             for statement in statements[self.dialect]:
                 cursor.execute(statement)
 
+    def add_column(self, table: str, column: str, definition: str) -> None:
+        """Add a column a later version gave an existing table, unless it is there already."""
+        with self.transaction() as cursor:
+            if self.dialect == "postgres":
+                cursor.execute("SELECT pg_advisory_xact_lock(4242001)")  # as create_tables
+                cursor.execute(
+                    f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}"
+                )
+                return
+            # SQLite has no ADD COLUMN IF NOT EXISTS; its writers are serialised by the store.
+            columns = cursor.fetchall(f"PRAGMA table_info({table})")
+            if all(c["name"] != column for c in columns):
+                cursor.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
 
 def as_uuid(value: object) -> UUID:
     """A UUID column read back from either dialect."""

@@ -279,6 +279,20 @@ class TenantLogTable:
         )
         return row is not None
 
+    def tenants(self) -> list[str]:
+        """Every tenant with at least one event."""
+        rows = self._db.read("SELECT DISTINCT tenant_id FROM da_tenant_log ORDER BY tenant_id")
+        return [str(r["tenant_id"]) for r in rows]
+
+    def records(self, tenant_id: str) -> list[UUID]:
+        """The ids of every record of the tenant, in the order they first appeared."""
+        rows = self._db.read(
+            "SELECT record_id FROM da_tenant_log WHERE tenant_id = %s AND originator_version = 1"
+            " ORDER BY position",
+            (tenant_id,),
+        )
+        return [UUID(str(r["record_id"])) for r in rows]
+
     def of_record(self, tenant_id: str, record: UUID) -> dict[int, Placement]:
         """Where each event of a record sits, by record version."""
         rows = self._db.read(

@@ -66,6 +66,12 @@ def _acknowledge(api: Api, ref: str, headers: dict[str, str]) -> httpx.Response:
     )
 
 
+def _destroy(api: Api, ref: str, headers: dict[str, str]) -> httpx.Response:
+    return api.client.post(
+        f"/v1/records/{ref}/destruction", json={"dry_run": True}, headers=headers
+    )
+
+
 def _record_get(suffix: str) -> Callable[[Api, str, dict[str, str]], httpx.Response]:
     def call(api: Api, ref: str, headers: dict[str, str]) -> httpx.Response:
         return api.client.get(f"/v1/records/{ref}{suffix}", headers=headers)
@@ -101,6 +107,7 @@ ROUTES = [
     Route("GET", "/v1/findings", Role.COMPLIANCE, _list("/v1/findings")),
     Route("GET", "/v1/audit-reads", Role.COMPLIANCE, _get("/v1/audit-reads")),
     Route("POST", "/v1/findings/{finding_id}/acknowledgement", Role.COMPLIANCE, _acknowledge),
+    Route("POST", "/v1/records/{record_ref}/destruction", Role.ADMIN, _destroy),
 ]  # fmt: skip
 READS = [r for r in ROUTES if r.path.startswith("/v1/records/{record_ref}") and r.method == "GET"]
 LISTS = [r for r in ROUTES if r.call.__name__ == "call" and r.path in (

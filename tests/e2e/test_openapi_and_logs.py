@@ -26,6 +26,7 @@ def test_operation_ids_are_stable_names() -> None:
         "get_public_key", "get_inclusion_proof", "get_consistency_proof", "create_export",
         "get_export", "get_export_bundle", "get_access_log", "get_disclosures", "get_findings",
         "get_record_status", "get_accounting", "get_audit_reads", "acknowledge_finding",
+        "destroy_record",
     }  # fmt: skip
 
 

@@ -10,12 +10,13 @@ STARTERS = 6
 
 
 def test_several_processes_can_start_on_one_database_at_the_same_moment(
-    postgres_url: str, tmp_path: Path
+    postgres_url: str, session_keys: Path, tmp_path: Path
 ) -> None:
     settings = Settings(
         home=tmp_path / "home",
         database_url=postgres_url,
-        master_key_file=tmp_path / "home" / "master.key",
+        # The shared database's master key: a process with another one fails to start.
+        master_key_file=session_keys / "master.key",
         postgres_pool_size=1,
         postgres_max_overflow=0,
         _env_file=None,

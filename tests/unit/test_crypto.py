@@ -15,6 +15,8 @@ from service.storage.crypto import (
     open_state,
     recorded_at_of,
     seal_state,
+    unwrap_record_key,
+    wrap_record_key,
 )
 
 KEY = b"\x01" * 32
@@ -81,9 +83,21 @@ def test_a_malformed_master_key_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_wrapped_record_keys_are_bound_to_their_record() -> None:
-    master = MasterKey(b"\x07" * 32)
+    kek = MasterKey(b"\x07" * 32).derive("record-key-wrapping")
     record = uuid4()
-    wrapped = master.wrap(KEY, record)
-    assert master.unwrap(wrapped, record) == KEY
+    wrapped = wrap_record_key(kek, KEY, record)
+    assert unwrap_record_key(kek, wrapped, record) == KEY
     with pytest.raises(SealedStateError):
-        master.unwrap(wrapped, uuid4())
+        unwrap_record_key(kek, wrapped, uuid4())
+
+
+def test_service_keys_are_wrapped_for_one_label_and_one_master_key() -> None:
+    master, other = MasterKey(b"\x07" * 32), MasterKey(b"\x08" * 32)
+    assert master.key_id != other.key_id
+    assert len(master.key_id) == 16
+    wrapped = master.wrap_key(KEY, b"blind-index")
+    assert master.unwrap_key(wrapped, b"blind-index") == KEY
+    with pytest.raises(SealedStateError):
+        master.unwrap_key(wrapped, b"record-id")
+    with pytest.raises(SealedStateError):
+        other.unwrap_key(wrapped, b"blind-index")
