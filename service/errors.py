@@ -4,13 +4,13 @@ Bodies never carry stack traces, SQL or submitted values: only what is wrong and
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from eventsourcing.persistence import InterfaceError, OperationalError
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain.errors import (
@@ -21,6 +21,7 @@ from domain.errors import (
 )
 from service.application.ingest import WriteContentionError
 from service.application.lifecycle import DestructionRefusedError
+from service.fhir.outcome import FhirError, as_outcome, is_fhir, outcome_response
 from service.storage.service_keys import ServiceKeyUnavailableError
 from service.telemetry import STORE_UNAVAILABLE
 
@@ -213,18 +214,40 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem(500, "internal", "An internal error occurred; it has been logged.")
 
 
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def _fhir_aware(handler: Handler) -> Handler:
+    """The same handler, answering an OperationOutcome on the FHIR routes (service/fhir)."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        response = await handler(request, exc)
+        return as_outcome(response) if is_fhir(request) else response
+
+    return handle
+
+
+async def _fhir(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FhirError)  # noqa: S101
+    return outcome_response(exc.status, exc.issues, SECURITY_HEADERS)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Register the problem+json handlers."""
-    app.add_exception_handler(RequestValidationError, _validation)
-    app.add_exception_handler(StarletteHTTPException, _http)
-    app.add_exception_handler(HTTPException, _http)
-    app.add_exception_handler(EventIdReusedError, _reused)
-    app.add_exception_handler(FactInFutureError, _future)
-    app.add_exception_handler(RecordNotFoundError, _not_found)
-    app.add_exception_handler(RecordErasedError, _erased)
-    app.add_exception_handler(WriteContentionError, _contention)
-    app.add_exception_handler(DestructionRefusedError, _refused)
-    app.add_exception_handler(OperationalError, _store_down)
-    app.add_exception_handler(ServiceKeyUnavailableError, _rotated)
-    app.add_exception_handler(InterfaceError, _store_down)
-    app.add_exception_handler(Exception, _unexpected)
+    """Register the problem+json handlers (OperationOutcome under /fhir/)."""
+    handlers: list[tuple[type[Exception], Handler]] = [
+        (RequestValidationError, _validation),
+        (StarletteHTTPException, _http),
+        (HTTPException, _http),
+        (EventIdReusedError, _reused),
+        (FactInFutureError, _future),
+        (RecordNotFoundError, _not_found),
+        (RecordErasedError, _erased),
+        (WriteContentionError, _contention),
+        (DestructionRefusedError, _refused),
+    ]
+    for kind, handler in handlers:
+        app.add_exception_handler(kind, _fhir_aware(handler))
+    for kind, handler in ((OperationalError, _store_down), (ServiceKeyUnavailableError, _rotated),
+                          (InterfaceError, _store_down), (Exception, _unexpected)):  # fmt: skip
+        app.add_exception_handler(kind, _fhir_aware(handler))
+    app.add_exception_handler(FhirError, _fhir)
