@@ -73,8 +73,9 @@ def init(as_json: JsonFlag = False) -> None:
     """Create the store, its master key and its signing key; says what existed already."""
     settings = load_settings()
     services, created = open_creating(settings, force_master_key=True)
-    try:
-        vkeys = services.log.log_keys.vkeys().splitlines()
+    try:  # each tenant's log has its own keys: those of the tenants with events (none when new)
+        tenants = services.audit.tenant_log.tenants()
+        vkeys = [line for t in tenants for line in services.log.vkeys(t).splitlines()]
     finally:
         services.close()
     master_path = settings.master_key_path.absolute()
@@ -107,7 +108,14 @@ def init(as_json: JsonFlag = False) -> None:
             f"The signing key {created.signing_key_id} in {key_dir} exists already.",
             highlight=False,
         )
-    out.print("Verifier keys to pin:", highlight=False)
+    if not vkeys:
+        out.print(
+            "No tenant has events yet. Each tenant's log has its own verifier key, named by its"
+            " origin: 'disclosure-audit log-key --tenant T' prints the one to pin.",
+            highlight=False,
+        )
+        return
+    out.print("Verifier keys to pin (each names its tenant's log):", highlight=False)
     for line in vkeys:
         out.print(line, soft_wrap=True, highlight=False)
 
@@ -458,7 +466,7 @@ def export(  # noqa: PLR0917 - typer maps each parameter to an option
 
 def _check_export_scope(services: Any, tenant: str, records: list[str], label: str) -> None:
     """Fail before writing anything when the export could not be what the operator meant."""
-    if not services.log.log_keys.keys():
+    if not services.log.log_keys.generations():
         raise _fail(
             f"no signing key in {services.settings.log_keys_path.absolute()}",
             "Set DISCLOSURE_AUDIT_LOG_KEY_DIR to this store's key directory, or add a key with "
@@ -504,35 +512,74 @@ def verify(
     out.print(
         f"[green]OK[/green]: {result.events} events ({result.erased} erased) of {result.origin}, "
         f"{'every leaf' if result.full else 'each with an inclusion proof'} of a tree of "
-        f"{result.tree_size}, signed by {result.key_name}."
+        f"{result.tree_size}, signed by {result.key_name}"
+        + (
+            " (the key of every log before each had its own: a format 1 bundle)."
+            if result.legacy_key
+            else ", the key named by the log's origin."
+        )
     )
 
 
 @app.command("log-key")
 def log_key(
     rotate: Annotated[bool, typer.Option("--rotate", help="Add a new signing key.")] = False,
+    tenant: Annotated[
+        str | None,
+        typer.Option(help="Only this tenant's log (also before its first event)."),
+    ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Show (or rotate) the checkpoint signing keys; prints the verifier keys to pin."""
-    from service.integrity.signing import LogKeyring
+    """Show (or rotate) the checkpoint signing keys; prints each tenant log's verifier keys.
+
+    Every tenant's log has its own keys, named by its origin (<origin prefix>/<tenant>): one
+    vkey per log and key generation, oldest first, for every tenant with events (or --tenant).
+    """
+    from service.integrity.signing import LogKeyring, log_origin
 
     settings = load_settings()
+    if tenant is not None and not TENANT_PATTERN.match(tenant):
+        raise _fail(f"invalid tenant id {tenant!r}", "Use lower-case letters, digits and '-'.")
     ring = LogKeyring(settings.log_keys_path, settings.log_origin, may_create=False)
     key_dir = settings.log_keys_path.absolute()
     if rotate:
         # Rotation is an explicit act, but on an existing store only: never a first key for a
         # store that is not there (another directory, a wrong DISCLOSURE_AUDIT_HOME).
         open_existing(settings).close()
-        key = ring.rotate()
-        err.print(f"New signing key {key.id_hex}; older keys stay listed for verification.")
-    elif not ring.keys():
+        generation = ring.rotate()
+        err.print(
+            f"New signing key {generation}: a new key for every tenant's log; older keys stay "
+            "listed for verification."
+        )
+    elif not ring.generations():
         raise _fail(
             f"no signing key in {key_dir}",
             "This command never creates the first one. Run it from the directory that holds "
             ".disclosure-audit, set DISCLOSURE_AUDIT_HOME or DISCLOSURE_AUDIT_LOG_KEY_DIR, or "
             "start a new store with 'disclosure-audit init'.",
         )
+    if tenant is not None:
+        tenants = [tenant]  # the keys are derived: no store needed, and none is written
+    else:
+        services = open_existing(settings)
+        try:
+            tenants = services.audit.tenant_log.tenants()
+        finally:
+            services.close()
     err.print(f"[dim]signing keys: {escape(str(key_dir))}[/dim]")
-    sys.stdout.write(ring.vkeys())
+    logs: list[dict[str, object]] = []
+    lines: list[str] = []
+    for name in tenants:
+        keys = ring.keys(log_origin(settings.log_origin, name))
+        logs.append({"tenant": name, "origin": keys[-1].name, "key_id": keys[-1].id_hex,
+                     "vkey": keys[-1].vkey, "vkeys": [k.vkey for k in keys]})  # fmt: skip
+        lines += [k.vkey + "\n" for k in keys]
+    if as_json:
+        out.print_json(json.dumps(logs))
+        return
+    if not logs:
+        err.print("No tenant has events yet; '--tenant T' prints the keys of T's log.")
+    sys.stdout.write("".join(lines))
 
 
 @app.command()

@@ -161,9 +161,8 @@ def open_creating(
         MasterKey.load_or_create(master_path, create=True)
     services = _build(settings, create=True)
     ring = services.log.log_keys
-    created.signing_key = not ring.keys()
-    key = ring.current(create=True)
-    created.signing_key_id = key.id_hex
+    created.signing_key = not ring.generations()
+    created.signing_key_id = ring.ensure(create=True)  # its generation: each log's key is its own
     if created.store:
         created.lines.append(f"Created the store {label}.")
     if created.master_key:
@@ -173,8 +172,9 @@ def open_creating(
         )
     if created.signing_key:
         created.lines.append(
-            f"Created the signing key {key.id_hex} in {ring.directory.absolute()}; pin its "
-            "verifier key ('disclosure-audit log-key')."
+            f"Created the signing key {created.signing_key_id} in {ring.directory.absolute()};"
+            " each tenant's log has a verifier key of its own to pin ('disclosure-audit log-key"
+            " --tenant T')."
         )
     show_store(settings)
     return services, created

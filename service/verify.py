@@ -6,10 +6,14 @@ lines, tested on the transparency-dev vectors). What it checks, in order, stoppi
 problem and naming it:
 
 1. ``checkpoint.txt`` is a C2SP signed note signed by a pinned key (the ``--public-key`` file
-   holds verifier keys ``<name>+<key id>+<base64 key>``, one per line); its body is the
-   checkpoint ``<origin>\\n<tree size>\\n<base64 root>\\n``.
-2. ``manifest.sig`` signs the SHA-256 of ``manifest.json`` with a pinned key, and the manifest
-   names the same origin and tree size as the checkpoint.
+   holds verifier keys ``<name>+<key id>+<base64 key>``, one per line) **whose name is the
+   checkpoint's origin** (C2SP tlog-checkpoint: a log's key is named by its origin, here
+   ``<prefix>/<tenant>``); its body is the checkpoint ``<origin>\\n<tree size>\\n<base64
+   root>\\n``. Signatures by keys not pinned (a witness's, a legacy one) are ignored.
+2. ``manifest.sig`` signs the SHA-256 of ``manifest.json`` with that log's pinned key, and the
+   manifest names the same origin and tree size as the checkpoint. Bundles of format 1 (made
+   before each log had its own key) were signed by one key for every log, named by the bare
+   origin prefix; for those alone, a pinned key of that name is accepted, and reported.
 3. Events. Each line of ``events.ndjson`` is the exact bytes of one Merkle leaf: canonical JSON
    (RFC 8785) holding the event, its tenant-log ``position`` and a random salt; its leaf hash is
    ``SHA-256(0x00 || line)``. A crypto-shredded event is a line ``{"erased":true,"leaf_hash":…,
@@ -39,7 +43,10 @@ from domain import merkle
 
 __all__ = ["BundleError", "Verified", "verify_bundle"]
 
-FORMAT = "disclosure-audit-export/1"
+FORMAT = "disclosure-audit-export/2"
+# Format 1: checkpoint.txt and manifest.sig signed by the one key of every log, named by the
+# bare origin prefix (what the service did before each log had a key named by its origin).
+LEGACY_FORMAT = "disclosure-audit-export/1"
 MANIFEST_NOTE = "disclosure-audit export manifest"
 
 
@@ -57,6 +64,7 @@ class Verified:
     erased: int
     key_name: str
     full: bool
+    legacy_key: bool = False  # signed by the pre-per-log key (format 1 bundles only)
 
 
 def _pinned_keys(text: str) -> dict[bytes, tuple[str, Ed25519PublicKey]]:
@@ -81,14 +89,18 @@ def _pinned_keys(text: str) -> dict[bytes, tuple[str, Ed25519PublicKey]]:
 
 
 def _open_note(note: str, keys: dict[bytes, tuple[str, Ed25519PublicKey]], what: str) -> tuple[
-    str, str
+    str, list[str]
 ]:  # fmt: skip
-    """The text of a signed note and the name of the pinned key that signed it."""
+    """The text of a signed note and the names of the pinned keys that signed it.
+
+    Raises when no pinned key signed it, naming the keys that did and the ones pinned.
+    """
     text, separator, signatures = note.rpartition("\n\n")
     if not separator or not text:
         raise BundleError(f"{what}: not a signed note")
     text += "\n"
-    signer = None
+    signers: list[str] = []
+    names: list[str] = []
     for line in signatures.splitlines():
         dash, _, rest = line.partition(" ")
         name, _, encoded = rest.partition(" ")
@@ -98,6 +110,7 @@ def _open_note(note: str, keys: dict[bytes, tuple[str, Ed25519PublicKey]], what:
             blob = base64.b64decode(encoded, validate=True)
         except binascii.Error:
             raise BundleError(f"{what}: malformed signature") from None
+        names.append(name)
         known = keys.get(blob[:4])
         if known is None or known[0] != name:
             continue  # a signature by a key we do not pin (for example, a witness): ignored
@@ -105,10 +118,32 @@ def _open_note(note: str, keys: dict[bytes, tuple[str, Ed25519PublicKey]], what:
             known[1].verify(blob[4:], text.encode())
         except InvalidSignature:
             raise BundleError(f"{what}: the signature of {name} does not verify") from None
-        signer = name
-    if signer is None:
-        raise BundleError(f"{what}: not signed by any pinned key")
-    return text, signer
+        signers.append(name)
+    if not signers:
+        pinned = ", ".join(sorted({repr(n) for n, _ in keys.values()}))
+        signed = f"keys named {', '.join(map(repr, names))}" if names else "no key"
+        raise BundleError(
+            f"{what}: not signed by any pinned key (it is signed by {signed}; the pinned keys "
+            f"are named {pinned})"
+        )
+    return text, signers
+
+
+def _log_signer(signers: list[str], origin: str, what: str, *, legacy: bool) -> str:
+    """The pinned signer whose name is the log's origin, or (format 1 bundles) the legacy key
+    of every log, named by the origin's prefix; raises, saying so, for a key of another name."""
+    if origin in signers:
+        return origin
+    if legacy:
+        for name in signers:
+            if origin.startswith(name + "/"):
+                return name
+    raise BundleError(
+        f"{what}: signed only by the pinned key(s) named {', '.join(map(repr, signers))}, not by "
+        f"the key named {origin!r}: a log's checkpoints and bundles are signed by the key named "
+        "by the log's origin (C2SP tlog-checkpoint). Pin that log's key (its vkey starts with "
+        f"'{origin}+')"
+    )
 
 
 def _checkpoint(text: str, what: str) -> tuple[str, int, bytes]:
@@ -216,12 +251,13 @@ def _partial(lines: Iterator[bytes], proofs: Iterator[bytes], size: int, root: b
 
 def _consistency(
     link: dict[str, object], keys: dict[bytes, tuple[str, Ed25519PublicKey]], origin: str,
-    size: int, root: bytes,
+    size: int, root: bytes, *, legacy: bool,
 ) -> None:  # fmt: skip
-    old_text, _ = _open_note(str(link["previous_checkpoint"]), keys, "consistency.json")
+    old_text, signers = _open_note(str(link["previous_checkpoint"]), keys, "consistency.json")
     old_origin, old_size, old_root = _checkpoint(old_text, "consistency.json")
     if old_origin != origin:
         raise BundleError("consistency.json: the previous checkpoint is of another log")
+    _log_signer(signers, origin, "consistency.json", legacy=legacy)
     try:
         path = [base64.b64decode(p) for p in link["proof"]]  # type: ignore[attr-defined]
         merkle.verify_consistency(old_size, size, path, old_root, root)
@@ -239,16 +275,19 @@ def verify_bundle(directory: Path, public_keys: str) -> Verified:
         except OSError:
             raise BundleError(f"{name} is missing") from None
 
-    text, signer = _open_note(read("checkpoint.txt").decode(), keys, "checkpoint.txt")
+    text, checkpoint_signers = _open_note(read("checkpoint.txt").decode(), keys, "checkpoint.txt")
     origin, size, root = _checkpoint(text, "checkpoint.txt")
 
     manifest_bytes = read("manifest.json")
-    signed, _ = _open_note(read("manifest.sig").decode(), keys, "manifest.sig")
+    signed, manifest_signers = _open_note(read("manifest.sig").decode(), keys, "manifest.sig")
     if signed != f"{MANIFEST_NOTE}\n{hashlib.sha256(manifest_bytes).hexdigest()}\n":
         raise BundleError("manifest.json was changed after it was signed")
     manifest = json.loads(manifest_bytes)
-    if manifest.get("format") != FORMAT:
+    if manifest.get("format") not in (FORMAT, LEGACY_FORMAT):
         raise BundleError(f"manifest.json: unknown format {manifest.get('format')!r}")
+    legacy = manifest["format"] == LEGACY_FORMAT  # authenticated: manifest.sig verified above
+    signer = _log_signer(checkpoint_signers, origin, "checkpoint.txt", legacy=legacy)
+    _log_signer(manifest_signers, origin, "manifest.sig", legacy=legacy)
     if manifest.get("origin") != origin or manifest.get("tree_size") != size:
         raise BundleError("manifest.json and checkpoint.txt describe different logs")
     full = manifest["scope"]["kind"] == "full"
@@ -259,7 +298,8 @@ def verify_bundle(directory: Path, public_keys: str) -> Verified:
     else:
         events = _partial(lines, _lines(directory / "proofs.ndjson"), size, root)
     if (directory / "consistency.json").exists():
-        _consistency(json.loads(read("consistency.json")), keys, origin, size, root)
+        _consistency(json.loads(read("consistency.json")), keys, origin, size, root,
+                     legacy=legacy)  # fmt: skip
 
     listed: dict[str, str] = manifest.get("files", {})
     for name, digest in listed.items():
@@ -274,4 +314,5 @@ def verify_bundle(directory: Path, public_keys: str) -> Verified:
     counts = manifest.get("counts", {})
     if counts.get("events") != events:
         raise BundleError("manifest.json counts a different number of events")
-    return Verified(origin, size, events, int(counts.get("erased", 0)), signer, full)
+    erased = int(counts.get("erased", 0))
+    return Verified(origin, size, events, erased, signer, full, legacy_key=signer != origin)

@@ -653,7 +653,7 @@ def exports_page(request: Request, session: Session, started: str | None = None)
     _audit(services, session.principal, "/exports", {})
     return _render(
         request, "exports.html", session, jobs=jobs, started=started, checkpoint=checkpoint,
-        vkeys=services.log.log_keys.vkeys(),
+        vkeys=services.log.vkeys(tenant),
         busy=any(j.status in ("pending", "running") for j in jobs),
     )  # fmt: skip
 

@@ -109,7 +109,7 @@ def write_bundle(
     out.mkdir(parents=True, exist_ok=False, mode=0o700)  # a plaintext copy: owner only
     record_ids = {audit.record_id(tenant_id, ref) for ref in scope.record_refs} or None
     checkpoint = log.checkpoint(tenant_id)
-    key = log.log_keys.current(create=False)
+    key = log.signing_key(tenant_id)
     files: dict[str, str] = {}
     counts = {"events": 0, "erased": 0, "disclosures": 0, "accesses": 0, "accounting_rows": 0}
     leaves_needed = not scope.full
@@ -147,7 +147,8 @@ def write_bundle(
             counts["accounting_rows"] += 1
 
     (out / "checkpoint.txt").write_text(checkpoint.note)
-    (out / "public-key.txt").write_text(log.log_keys.vkeys())
+    # The verifier keys of this tenant's log only (every generation), named by its origin.
+    (out / "public-key.txt").write_text(log.vkeys(tenant_id))
     if previous_checkpoint is not None:
         _write_consistency(log, tenant_id, checkpoint, previous_checkpoint, out)
     for path in sorted(out.iterdir()):
@@ -254,6 +255,9 @@ class _Accounting:
 def _write_consistency(
     log: TenantLog, tenant_id: str, checkpoint: Checkpoint, previous: str, out: Path
 ) -> None:
+    # The log's own note of that checkpoint when it has one: a checkpoint signed before keys
+    # were per log then carries the signature by the log's key too (TenantLog._named).
+    previous = log.stored_note(tenant_id, previous) or previous
     old_size = int(previous.split("\n", 2)[1])
     leaves = log.leaf_hashes(tenant_id, checkpoint.size)
     proof = merkle.consistency_proof(leaves, old_size) if 0 < old_size < checkpoint.size else []

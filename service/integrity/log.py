@@ -3,7 +3,8 @@
 Leaf ``i`` of a tenant's tree is the event at tenant-log position ``i + 1``. A checkpoint is
 signed once per tree size and stored; asked again for the same size, the log returns the stored
 one and refuses (loudly) if the tree would now give a different root (C2SP tlog-checkpoint: a
-log MUST NOT sign two inconsistent checkpoints).
+log MUST NOT sign two inconsistent checkpoints). Every checkpoint is signed by the log's own
+key, named by its origin (``service/integrity/signing.py``).
 """
 
 import base64
@@ -15,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 from domain import merkle
-from service.integrity.signing import LogKeyring, sign_note
+from service.integrity.signing import LogKey, LogKeyring, log_origin, sign_note, signatures
 from service.storage.crypto import SealedStateError, open_state
 from service.storage.keyring import RecordKeyring
 from service.storage.sql import Database, Dialect, as_uuid
@@ -89,7 +90,15 @@ class TenantLog:
 
     def origin(self, tenant_id: str) -> str:
         """The checkpoint origin line of a tenant's log."""
-        return f"{self._origin_prefix}/{tenant_id}"
+        return log_origin(self._origin_prefix, tenant_id)
+
+    def signing_key(self, tenant_id: str, *, create: bool = False) -> LogKey:
+        """The key that signs the tenant's log now (its newest generation)."""
+        return self.log_keys.current(self.origin(tenant_id), create=create)
+
+    def vkeys(self, tenant_id: str) -> str:
+        """The verifier keys of the tenant's log, every generation, one per line."""
+        return self.log_keys.vkeys(self.origin(tenant_id))
 
     def size(self, tenant_id: str) -> int:
         """How many leaves the tenant's tree has."""
@@ -124,7 +133,7 @@ class TenantLog:
                 (tenant_id, size),
             )
         if stored is None:
-            key = self.log_keys.current(create=create_key)
+            key = self.signing_key(tenant_id, create=create_key)
             text = f"{self.origin(tenant_id)}\n{size}\n{base64.b64encode(root).decode()}\n"
             note = sign_note(text, key)
             with self._db.transaction() as cursor:
@@ -143,7 +152,61 @@ class TenantLog:
             raise SplitViewError(
                 f"the log of {tenant_id} at size {size} no longer has the root it signed"
             )
-        return Checkpoint(self.origin(tenant_id), size, root, str(stored["note"]))
+        note = self._named(tenant_id, size, str(stored["note"]), create_key=create_key)
+        return Checkpoint(self.origin(tenant_id), size, root, note)
+
+    def stored_note(self, tenant_id: str, note: str) -> str | None:
+        """The log's own signed note of a checkpoint text (signed by the log's key, as
+        :meth:`checkpoint` answers it), or None if the log never signed that text."""
+        try:
+            text, _ = signatures(note)
+            size = int(text.split("\n")[1])
+        except (ValueError, IndexError):
+            return None
+        with self._db.transaction(commit=False) as cursor:
+            row = cursor.fetchone(
+                "SELECT note FROM da_checkpoints WHERE tenant_id = %s AND tree_size = %s",
+                (tenant_id, size),
+            )
+        if row is None or signatures(str(row["note"]))[0] != text:
+            return None
+        return self._named(tenant_id, size, str(row["note"]), create_key=False)
+
+    def _named(self, tenant_id: str, size: int, note: str, *, create_key: bool) -> str:
+        """The stored note, with a signature by the log's own key added if it has none.
+
+        Checkpoints stored before keys were per log are signed only by the legacy key, named
+        by the bare origin prefix, which a witness looking the log's key up by its origin does
+        not find. They are not re-signed as new checkpoints: the log adds a second signature
+        line, by the log's own key of the same generation, over the *same* text, and stores
+        the note so. That is no split view (tlog-checkpoint forbids two *different* checkpoints
+        of one size; signed-note lets a note carry several signatures, and verifiers ignore
+        the ones they do not know), the legacy signature stays valid for whoever pinned the
+        legacy key, and every answer for that size is the same note from then on.
+        """
+        origin = self.origin(tenant_id)
+        text, signed = signatures(note)
+        if any(name == origin for name, _ in signed):
+            return note
+        legacy = {key.id_hex: index for index, key in enumerate(self.log_keys.legacy_keys())}
+        generation = next((legacy[i.hex()] for _, i in signed if i.hex() in legacy), None)
+        key = (
+            self.log_keys.keys(origin)[generation]
+            if generation is not None
+            else self.signing_key(tenant_id, create=create_key)
+        )
+        named = note + key.signature_line(text.encode())
+        with self._db.transaction() as cursor:
+            cursor.execute(
+                "UPDATE da_checkpoints SET note = %s WHERE tenant_id = %s AND tree_size = %s"
+                " AND note = %s",
+                (named, tenant_id, size, note),
+            )
+            row = cursor.fetchone(
+                "SELECT note FROM da_checkpoints WHERE tenant_id = %s AND tree_size = %s",
+                (tenant_id, size),
+            )
+        return named if row is None else str(row["note"])
 
     def latest_checkpoint(self, tenant_id: str) -> Checkpoint | None:
         """The largest checkpoint signed so far, as stored (no recomputation: a page may show it
@@ -157,7 +220,11 @@ class TenantLog:
         if row is None:
             return None
         size, root = int(row["tree_size"]), bytes(row["root_hash"])
-        return Checkpoint(self.origin(tenant_id), size, root, str(row["note"]))
+        try:
+            note = self._named(tenant_id, size, str(row["note"]), create_key=False)
+        except FileNotFoundError:  # no key to name a legacy note with: shown as stored
+            note = str(row["note"])
+        return Checkpoint(self.origin(tenant_id), size, root, note)
 
     def position_of(self, tenant_id: str, event_id: UUID) -> int | None:
         """The position of a client event in the tenant log."""

@@ -41,11 +41,12 @@ def get_checkpoint(principal: Auditor, services: ServicesDep) -> str:
     operation_id="get_public_key",
     response_class=PlainTextResponse,
     responses=_ERRORS,
-    summary="Verifier keys (C2SP vkey), one per line",
+    summary="The verifier keys of the tenant's log (C2SP vkey), one per line",
 )
 def get_public_key(principal: Auditor, services: ServicesDep) -> str:
-    """Every key that signed or signs checkpoints, oldest first."""
-    return services.log.log_keys.vkeys()
+    """Every key that signed or signs the tenant's checkpoints, oldest first, each named by the
+    log's origin (the first line of its checkpoints)."""
+    return services.log.vkeys(principal.tenant_id)
 
 
 def _size(services: ServicesDep, tenant: str, size: int | None) -> int:

@@ -6,6 +6,9 @@ import tarfile
 import time
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from domain import merkle
 from service.auth import Role
 from service.verify import verify_bundle
@@ -35,6 +38,46 @@ def _checkpoint(api: Api, headers: dict[str, str]) -> tuple[int, bytes, str]:
     assert origin.endswith("/" + api.tenant)
     assert "\n\n\u2014 " in note, "a C2SP signed note"
     return int(size), base64.b64decode(root), note
+
+
+def _signed_by(note: str, vkey: str) -> bool:
+    """Whether the note carries a valid signature by the vkey (C2SP signed-note)."""
+    name, id_hex, encoded = vkey.split("+", 2)
+    public = Ed25519PublicKey.from_public_bytes(base64.b64decode(encoded)[1:])
+    text, _, lines = note.rpartition("\n\n")
+    for line in lines.splitlines():
+        _, signer, signature = line.split(" ")
+        blob = base64.b64decode(signature)
+        if (signer, blob[:4].hex()) == (name, id_hex):
+            try:
+                public.verify(blob[4:], (text + "\n").encode())
+            except InvalidSignature:
+                return False
+            return True
+    return False
+
+
+def test_each_tenants_key_is_named_by_its_log_and_signs_its_checkpoints_only(api: Api) -> None:
+    _post(api, 2)
+    other = api.tenant + "-y"
+    body = example("RecordAccessed")
+    posted = api.client.post("/v1/records/r/events", json=body, headers=api.writer(other))
+    assert posted.status_code == 201
+    notes, keys = {}, {}
+    for tenant in (api.tenant, other):
+        regulator = api.key(Role.REGULATOR, tenant=tenant)
+        notes[tenant] = api.client.get("/v1/log/checkpoint", headers=regulator).text
+        response = api.client.get("/v1/log/public-key", headers=regulator)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        keys[tenant] = response.text.splitlines()
+        origin = notes[tenant].split("\n", 1)[0]
+        assert origin == f"disclosure-audit.local/{tenant}"
+        assert keys[tenant]
+        assert all(k.startswith(origin + "+") for k in keys[tenant]), keys[tenant]
+    for tenant, another in ((api.tenant, other), (other, api.tenant)):
+        assert _signed_by(notes[tenant], keys[tenant][-1])
+        assert not any(_signed_by(notes[tenant], k) for k in keys[another])
 
 
 def test_an_inclusion_proof_verifies_against_the_signed_checkpoint(api: Api) -> None:
@@ -99,6 +142,8 @@ def test_an_export_over_http_downloads_a_bundle_that_verifies(api: Api, tmp_path
     result = verify_bundle(tmp_path / f"export-{export_id}", keys)
     assert result.events == 4
     assert not result.full
+    assert result.key_name == f"disclosure-audit.local/{api.tenant}"
+    assert (tmp_path / f"export-{export_id}" / "public-key.txt").read_text() == keys
     other = api.key(Role.REGULATOR, tenant=api.tenant + "-x")
     assert api.client.get(f"/v1/exports/{export_id}", headers=other).status_code == 404
     assert api.client.get(f"/v1/exports/{export_id}/bundle", headers=other).status_code == 404

@@ -351,7 +351,7 @@ def test_exports_before_and_after_destruction_verify_and_link(
     services = api.services
     before = tmp_path / "before"
     write_bundle(services.log, services.audit, api.tenant, before, scope=ExportScope())
-    keys = services.log.log_keys.vkeys()
+    keys = services.log.vkeys(api.tenant)
     assert verify_bundle(before, keys).erased == 0
     assert (
         api.client.post(f"/v1/records/{refs['due']}/destruction", headers=admin).status_code == 201

@@ -62,7 +62,7 @@ def bundle(services: Services, tmp_path: Path) -> Path:
 
 
 def _keys(services: Services) -> str:
-    return services.log.log_keys.vkeys()
+    return services.log.vkeys(TENANT)
 
 
 def _problem(directory: Path, keys: str) -> str:
@@ -162,8 +162,10 @@ def test_an_unpinned_key_or_an_extra_file_fails(
 ) -> None:
     from service.integrity.signing import LogKeyring
 
-    stranger = LogKeyring(tmp_path / "other-keys", "disclosure-audit.local").rotate().vkey
-    assert "not signed by any pinned key" in _problem(bundle, stranger + "\n")
+    strangers = LogKeyring(tmp_path / "other-keys", "disclosure-audit.local")
+    strangers.rotate()
+    stranger = strangers.vkeys(services.log.origin(TENANT))  # the right name, another key
+    assert "not signed by any pinned key" in _problem(bundle, stranger)
     copy = next(_mutated(bundle, tmp_path, "extra"))
     (copy / "notes.txt").write_text("hello")
     assert "unexpected file" in _problem(copy, _keys(services))
