@@ -287,15 +287,15 @@ class ReadModel:
             "INSERT INTO pv_facts (tenant_id, position, record_id, version, type, event_id,"
             " occurred_at, occurred_day, actor_id, actor_role, purpose, categories, break_glass,"
             " legal_basis, recipient_key, accountable, excess, impermissible, ruleset, instrument,"
-            " sealed) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-            " %s, %s, %s, %s, %s)",
+            " sealed, recorded_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 event.tenant_id, position, event.originator_id, event.originator_version,
                 type(fact).__name__, fact.event_id, utc_text(fact.occurred_at),
                 day, _column(fact.actor.id), fact.actor.role.value,
                 purpose.value if purpose else None, listed(categories),
                 int(bool(getattr(fact, "break_glass", False))), basis, recipient,
-                *self._verdict(fact, judgment), sealed,
+                *self._verdict(fact, judgment), sealed, utc_text(event.timestamp),
             ),
         )  # fmt: skip
         bump(cursor, event.tenant_id, fact_counts(type(fact).__name__, day, basis,

@@ -7,7 +7,7 @@ key, and a crypto-shredded record's rows come back with ``redacted=True`` instea
 import json
 from collections.abc import Hashable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
@@ -24,6 +24,7 @@ from domain.policy.accounting import (
     window_start,
 )
 from domain.policy.rulesets import Rulebook
+from projections.model import utc_text
 from projections.ports import Cursor, Sealer
 from projections.schema import acks_join
 from projections.views import (
@@ -35,11 +36,13 @@ from projections.views import (
 )
 
 __all__ = [
+    "AuditEventFilter",
     "FactFilter",
     "FindingFilter",
     "Page",
     "access_page",
     "accounting",
+    "audit_event_page",
     "disclosure_page",
     "finding_page",
     "recent_disclosures",
@@ -399,3 +402,93 @@ def recent_disclosures(
     f = FactFilter(type="DisclosureMade")
     page = disclosure_page(cursor, sealer, tenant, f, limit=count, after=oldest - 1)
     return list(reversed(page.items))
+
+
+@dataclass(frozen=True)
+class AuditEventFilter:
+    """Filters of FHIR AuditEvent search (``service/routes/fhir_search.py``).
+
+    ``kinds`` are the fact types searched, each with the access actions it admits (None: any);
+    ``recorded`` are bounds on when the service recorded the fact, each ``(">=" or "<", t)``.
+    """
+
+    kinds: dict[str, frozenset[str] | None]
+    record_id: UUID | None = None
+    actor_id: str | None = None
+    recorded: tuple[tuple[str, datetime], ...] = ()
+    position: int | None = None
+
+
+def audit_event_page(
+    cursor: Cursor, sealer: Sealer, tenant: str, f: AuditEventFilter, *, limit: int, after: int
+) -> Page[dict[str, Any]]:
+    """Accesses and disclosures as the log entries their AuditEvents are rendered from
+    (``type``, ``record_ref``, ``recorded_at``, ``event``: the fact as its leaf holds it),
+    oldest position first. Facts of crypto-shredded records are left out (nothing to render).
+
+    ``recorded_at`` is the tenant log's, copied into pv_facts when the fact is projected. No
+    index leads with it, so a narrow ``recorded`` range walks the tenant's facts in position
+    order up to the first match (positions and recorded times rise together).
+    An action filter is applied once a row is opened (the action is sealed), in batches, until
+    the page is full.
+    """
+    if not f.kinds:
+        return Page([], None)
+    marks = ", ".join(["%s"] * len(f.kinds))
+    clauses = ["f.tenant_id = %s", f"f.type IN ({marks})"]
+    params: list[object] = [tenant, *sorted(f.kinds)]
+    simple = [("f.record_id = %s", f.record_id), ("f.actor_id = %s", f.actor_id),
+              ("f.position = %s", f.position)]  # fmt: skip
+    for clause, value in simple:
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    for op, moment in f.recorded:
+        if op not in (">=", "<"):
+            raise ValueError(f"unknown bound {op!r}")
+        clauses.append(f"f.recorded_at {op} %s")
+        params.append(utc_text(moment))
+    sql = (
+        "SELECT f.position, f.record_id, f.type, f.sealed, f.recorded_at FROM pv_facts f"  # noqa: S608
+        f" WHERE {' AND '.join(clauses)} AND f.position > %s ORDER BY f.position LIMIT %s"
+    )
+    found: list[dict[str, Any]] = []
+    batch = max(limit + 1, 200) if any(f.kinds.values()) else limit + 1
+    position = after
+    while len(found) <= limit:
+        rows = cursor.fetchall(sql, (*params, position, batch))
+        for row in rows:
+            position = int(row["position"])
+            entry = _audit_entry(sealer, row, f.kinds[row["type"]])
+            if entry is not None:
+                found.append(entry)
+                if len(found) > limit:
+                    break
+        if len(rows) < batch:
+            break
+    more = len(found) > limit
+    found = found[:limit]
+    return Page(found, str(found[-1]["position"]) if more and found else None)
+
+
+def _audit_entry(
+    sealer: Sealer, row: dict[str, Any], actions: frozenset[str] | None
+) -> dict[str, Any] | None:
+    content = _opened(sealer, row)
+    if content is None:
+        return None
+    fact = facts.FACT_TYPES_BY_NAME[row["type"]].model_validate(
+        content["fact"], context=facts.STORED
+    )
+    if actions is not None and str(getattr(fact, "action", "")) not in actions:
+        return None
+    recorded = row["recorded_at"]
+    moment = recorded if isinstance(recorded, datetime) else datetime.fromisoformat(recorded)
+    return {
+        "position": int(row["position"]),
+        "type": row["type"],
+        "record_ref": content["record_ref"],
+        "recorded_at": moment.isoformat(),
+        # As the leaf holds it (service/application/ingest.py, leaf_content).
+        "event": fact.model_dump(mode="json", exclude_none=True),
+    }

@@ -5,8 +5,9 @@ from projections.ports import Cursor
 __all__ = ["SCHEMA_VERSION", "TABLES", "acks_join", "create", "drop"]
 
 # Indexes are not part of the version: ``create`` adds missing ones on every start.
-# 3: the accounting's verdict columns (impermissible, ruleset, instrument); 4: pv_counts.
-SCHEMA_VERSION = 4
+# 3: the accounting's verdict columns (impermissible, ruleset, instrument); 4: pv_counts;
+# 5: pv_facts.recorded_at (FHIR AuditEvent.recorded, searched by ``date``).
+SCHEMA_VERSION = 5
 
 _COMMON = {
     "postgres": {"uuid": "UUID", "ts": "TIMESTAMPTZ", "bytes": "BYTEA", "int": "BIGINT"},
@@ -28,7 +29,8 @@ _DDL = [
     # the rules that make the fact impermissible, the rule set (its lookback), and the blinded
     # key of the report or warning it is or relies on.
     " impermissible TEXT NOT NULL DEFAULT '', ruleset TEXT NOT NULL DEFAULT '',"
-    " instrument {bytes}, sealed {bytes} NOT NULL, PRIMARY KEY (tenant_id, position))",
+    " instrument {bytes}, sealed {bytes} NOT NULL, recorded_at {ts} NOT NULL,"
+    " PRIMARY KEY (tenant_id, position))",
     "CREATE INDEX IF NOT EXISTS pv_facts_type ON pv_facts (tenant_id, type, position)",
     "CREATE INDEX IF NOT EXISTS pv_facts_record ON pv_facts (tenant_id, record_id, position)",
     "CREATE INDEX IF NOT EXISTS pv_facts_actor ON pv_facts (tenant_id, actor_id, position)",

@@ -21,7 +21,17 @@ from service.middleware import (
     UrlLimitMiddleware,
 )
 from service.openapi_doc import install_openapi
-from service.routes import exports, findings, ingest, lifecycle, log, queries, records
+from service.routes import (
+    exports,
+    fhir_ingest,
+    fhir_search,
+    findings,
+    ingest,
+    lifecycle,
+    log,
+    queries,
+    records,
+)
 from service.settings import Settings
 from service.strict_json import strict_json_body
 from service.telemetry import instrument_app, setup_telemetry
@@ -80,6 +90,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.include_router(queries.router)
     app.include_router(findings.router)
     app.include_router(lifecycle.router)
+    app.include_router(fhir_search.router)
+    app.include_router(fhir_ingest.router)
     install_console(app)
     install_openapi(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)

@@ -12,6 +12,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from domain.errors import (
     EventIdReusedError,
@@ -118,7 +119,22 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code == 400 and detail == _FASTAPI_BODY_ERROR:
         # FastAPI's words for a body it could not decode (not UTF-8): say what to fix.
         slug, detail = "malformed-body", "The body is not UTF-8 encoded JSON; nothing was stored."
-    return problem(exc.status_code, slug, detail, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed(request)
+    return problem(exc.status_code, slug, detail, headers=headers)
+
+
+def _allowed(request: Request) -> str:
+    """Every method some route serves at this path (RFC 9110 15.5.6). Starlette names only the
+    first route that matched the path, and a FHIR type's search (GET) and create (POST) are two
+    routes of two routers."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
+        if any(r.matches({**request.scope, "method": method})[0] is Match.FULL for r in routes)
+    )
 
 
 async def _reused(request: Request, exc: Exception) -> JSONResponse:

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from service.errors import PROBLEM_JSON
+from service.fhir.outcome import FHIR_JSON, FHIR_PREFIX
 from service.schemas import Problem
 from service.settings import Settings
 
@@ -20,6 +21,28 @@ __all__ = ["COMMITTED", "document_errors", "install_openapi", "openapi_json"]
 COMMITTED = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+_OUTCOME_REF = {"$ref": "#/components/schemas/OperationOutcome"}
+_OUTCOME = {
+    "type": "object",
+    "description": "A FHIR R4 OperationOutcome: how the FHIR routes answer every error",
+    "required": ["resourceType", "issue"],
+    "properties": {
+        "resourceType": {"type": "string", "enum": ["OperationOutcome"]},
+        "issue": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["severity", "code"],
+                "properties": {
+                    "severity": {"type": "string"},
+                    "code": {"type": "string"},
+                    "diagnostics": {"type": "string"},
+                    "expression": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+    },
+}
 _RETRY_AFTER = {
     "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}
 }
@@ -44,7 +67,7 @@ def _add(responses: dict[str, Any], status: int, description: str) -> None:
     responses.setdefault(str(status), {"description": description})
 
 
-def _document_operation(operation: dict[str, Any]) -> None:
+def _document_operation(operation: dict[str, Any], fhir: bool = False) -> None:
     responses: dict[str, Any] = operation.setdefault("responses", {})
     parameters = {p["name"]: p for p in operation.get("parameters", [])}
     if operation.get("security"):
@@ -63,15 +86,19 @@ def _document_operation(operation: dict[str, Any]) -> None:
         _add(responses, 503, "Read models not yet at min_position, or the store unavailable")
     for status, description in _EVERY.items():
         _add(responses, status, description)
-    _as_problems(responses)
+    _as_problems(responses, fhir)
 
 
-def _as_problems(responses: dict[str, Any]) -> None:
+def _as_problems(responses: dict[str, Any], fhir: bool = False) -> None:
     for status, response in responses.items():
         if not status.isdigit() or int(status) < 400:
             continue
-        # Every error is sent as RFC 9457 problem details, whatever the route declared.
-        response["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF}}
+        # Every error is sent as RFC 9457 problem details, whatever the route declared; under
+        # /fhir/ as an OperationOutcome (service/fhir/outcome.py).
+        if fhir:
+            response["content"] = {FHIR_JSON: {"schema": _OUTCOME_REF}}
+        else:
+            response["content"] = {PROBLEM_JSON: {"schema": _PROBLEM_REF}}
         if status in ("503", "429"):
             response.setdefault("headers", {}).update(_RETRY_AFTER)
         if status == "401":
@@ -84,14 +111,18 @@ def _as_problems(responses: dict[str, Any]) -> None:
 def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
     """Declare ``application/problem+json`` for every error and the statuses each operation can
     answer, in a generated OpenAPI ``schema`` (changed in place and returned)."""
-    for path_item in schema.get("paths", {}).values():
+    fhir = False
+    for path, path_item in schema.get("paths", {}).items():
         for method, operation in path_item.items():
             if method in ("get", "put", "post", "delete", "patch", "head", "options"):
-                _document_operation(operation)
+                _document_operation(operation, path.startswith(FHIR_PREFIX))
+                fhir = fhir or path.startswith(FHIR_PREFIX)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.setdefault(
         "Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}")
     )
+    if fhir:
+        components.setdefault("OperationOutcome", _OUTCOME)
     # FastAPI's own 422 models are replaced by Problem above; drop them if nothing else uses them.
     text = json.dumps(schema["paths"])
     for name in ("HTTPValidationError", "ValidationError"):

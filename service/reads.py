@@ -45,6 +45,8 @@ def stand_in(record: UUID) -> str:
 def _without(value: Any, record_ref: str, stand_in: str) -> Any:
     if isinstance(value, list):
         return [_without(v, record_ref, stand_in) for v in value]
+    if value == f"Patient/{record_ref}":  # FHIR search's patient= (service/routes/fhir_search.py)
+        return f"Patient/{stand_in}"
     return stand_in if value == record_ref else value
 
 
@@ -99,6 +101,9 @@ class ReadLog:
         if name == "record_ref" and isinstance(value, str):
             gone = self.destroyed(tenant_id, value)
             return value if gone is None else stand_in(gone)
+        if name == "patient" and isinstance(value, str):  # FHIR search: Patient/<ref> or <ref>
+            prefix, ref = ("Patient/", value[8:]) if value.startswith("Patient/") else ("", value)
+            return prefix + self._masked(tenant_id, "record_ref", ref)
         if name == "record_refs" and isinstance(value, list):
             return [self._masked(tenant_id, "record_ref", v) for v in value]
         return value

@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.vocabulary import ActorRole, DataCategory, PurposeOfUse
+
 __all__ = ["Settings"]
 
 
@@ -59,8 +61,8 @@ class Settings(BaseSettings):
     log_origin: str = Field(
         default="disclosure-audit.local",
         pattern=r"^[A-Za-z0-9.-]+$",
-        description="Origin prefix of checkpoints and name of the signing key; a tenant's log "
-        "is <origin>/<tenant>.",
+        description="Origin prefix of checkpoints; a tenant's log, and the name of its "
+        "signing keys, is <origin>/<tenant>.",
     )
     projections: Literal["in-process", "external"] = Field(
         default="in-process",
@@ -133,6 +135,46 @@ class Settings(BaseSettings):
         description="A console session ends after this many minutes without a page view "
         "(HIPAA 164.312(a)(2)(iii) automatic logoff), and at the latest after 12 hours.",
     )
+
+    fhir_record_ref: Literal["reference", "identifier"] = Field(
+        default="reference",
+        description="How FHIR ingest names the record of a patient entity (docs/FHIR.md): "
+        "'reference' takes the id of a Patient/<id> reference, 'identifier' the value of the "
+        "patient's identifier (of fhir_patient_identifier_system when set).",
+    )
+    fhir_patient_identifier_system: str | None = Field(
+        default=None,
+        description="With fhir_record_ref=identifier: only identifiers of this system (e.g. "
+        "the practice's MRN system URI) name a record; others are ignored.",
+    )
+    fhir_default_purpose: PurposeOfUse | None = Field(
+        default=PurposeOfUse.TREAT,
+        description="The purpose recorded for a FHIR AuditEvent that states none "
+        "(purposeOfEvent and agent.purposeOfUse both absent, as HAPI's BALP interceptor sends); "
+        "unset (empty) to refuse such events with 422.",
+    )
+    fhir_default_actor_role: ActorRole | None = Field(
+        default=ActorRole.TREATING_CLINICIAN,
+        description="The role recorded for the requesting user of a FHIR AuditEvent whose "
+        "agent carries no role this service maps; unset (empty) to refuse such events.",
+    )
+    fhir_other_category: DataCategory | None = Field(
+        default=DataCategory.PROGRESS_NOTES,
+        description="The data category recorded for a FHIR resource type the mapping table "
+        "does not name (DocumentReference, List, Binary ...) and that carries no security "
+        "label saying more; unset (empty) to refuse such resources with 422.",
+    )
+
+    @field_validator(
+        "fhir_default_purpose",
+        "fhir_default_actor_role",
+        "fhir_other_category",
+        "fhir_patient_identifier_system",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("timezone")
     @classmethod

@@ -18,6 +18,7 @@ __all__ = [
     "FHIR_JSON",
     "FHIR_PREFIX",
     "FhirError",
+    "FhirJSONResponse",
     "Issue",
     "as_outcome",
     "is_fhir",
@@ -43,6 +44,13 @@ _CODES = {
     422: "processing",
     503: "transient",
 }
+
+
+class FhirJSONResponse(JSONResponse):
+    """A FHIR resource as JSON (``application/fhir+json``): the FHIR routes' response class,
+    so that the OpenAPI document names the media type they really answer."""
+
+    media_type = FHIR_JSON
 
 
 class Issue:

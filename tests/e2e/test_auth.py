@@ -115,10 +115,67 @@ LISTS = [r for r in ROUTES if r.call.__name__ == "call" and r.path in (
 REGULATOR_OR_COMPLIANCE = {r.path for r in ROUTES if r.role is Role.REGULATOR}
 
 
+_FHIR = {"Content-Type": "application/fhir+json"}
+_CONSENT: dict[str, object] = {"resourceType": "Consent", "status": "active"}
+
+
+def _fhir_post(
+    path: str, body: dict[str, object]
+) -> Callable[[Api, str, dict[str, str]], httpx.Response]:
+    def call(api: Api, ref: str, headers: dict[str, str]) -> httpx.Response:
+        return api.client.post(path, json=body, headers=headers | _FHIR)
+
+    return call
+
+
+def _fhir_put(api: Api, ref: str, headers: dict[str, str]) -> httpx.Response:
+    return api.client.put("/fhir/R4/Consent/c-1", json=_CONSENT | {"id": "c-1"},
+                          headers=headers | _FHIR)  # fmt: skip
+
+
+FHIR_ROUTES = [
+    Route("POST", "/fhir/R4", Role.INGEST,
+          _fhir_post("/fhir/R4", {"resourceType": "Bundle", "type": "batch"})),
+    Route("POST", "/fhir/R4/AuditEvent", Role.INGEST,
+          _fhir_post("/fhir/R4/AuditEvent", {"resourceType": "AuditEvent"})),
+    Route("POST", "/fhir/R4/Consent", Role.INGEST, _fhir_post("/fhir/R4/Consent", _CONSENT)),
+    Route("PUT", "/fhir/R4/Consent/{consent_id}", Role.INGEST, _fhir_put),
+    Route("GET", "/fhir/R4/AuditEvent", Role.COMPLIANCE, _get("/fhir/R4/AuditEvent?patient=x")),
+    Route("GET", "/fhir/R4/AuditEvent/{event_id}", Role.COMPLIANCE,
+          _get("/fhir/R4/AuditEvent/00000000-0000-4000-8000-000000000000")),
+]  # fmt: skip
+PUBLIC = {("GET", "/fhir/R4/metadata")}  # a FHIR server's CapabilityStatement is public
+
+
 def test_the_table_covers_every_route_of_the_api(api: Api) -> None:
     paths = api.app.openapi()["paths"]
     served = {(method.upper(), path) for path, ops in paths.items() for method in ops}
-    assert served == {(r.method, r.path) for r in ROUTES}
+    assert served == {(r.method, r.path) for r in ROUTES + FHIR_ROUTES} | PUBLIC
+
+
+def _outcome_code(response: httpx.Response) -> str:
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    return str(body["issue"][0]["code"])
+
+
+@pytest.mark.parametrize("route", FHIR_ROUTES, ids=lambda r: f"{r.method} {r.path}")
+def test_fhir_routes_need_a_valid_key_and_the_right_role(api: Api, route: Route) -> None:
+    missing = route.call(api, "rec-a", {})
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    assert _outcome_code(missing) == "login"
+    garbage = route.call(api, "rec-a", {"Authorization": "Bearer garbage"})
+    assert garbage.status_code == 401
+    key_id, token = api.services.keys.create(api.tenant, set(Role))
+    assert api.services.keys.revoke(key_id)
+    assert route.call(api, "rec-a", {"Authorization": f"Bearer {token}"}).status_code == 401
+    wrong = route.call(api, "rec-a", api.key(*(r for r in Role if r != route.role)))
+    assert wrong.status_code == 403
+    assert _outcome_code(wrong) == "forbidden"
+    allowed = route.call(api, "rec-a", api.key(route.role))
+    assert allowed.status_code not in (401, 403), "the right role is let through"
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")

@@ -35,7 +35,7 @@ def test_health_routes_are_not_part_of_the_api_contract(api: Api) -> None:
     paths = api.app.openapi()["paths"]
     assert "/livez" not in paths
     assert "/readyz" not in paths
-    assert all(path.startswith("/v1/") for path in paths)
+    assert all(path.startswith(("/v1/", "/fhir/R4")) for path in paths)
 
 
 @pytest.mark.parametrize("store", ["sqlite"])

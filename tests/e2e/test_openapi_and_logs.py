@@ -26,7 +26,9 @@ def test_operation_ids_are_stable_names() -> None:
         "get_public_key", "get_inclusion_proof", "get_consistency_proof", "create_export",
         "get_export", "get_export_bundle", "get_access_log", "get_disclosures", "get_findings",
         "get_record_status", "get_accounting", "get_audit_reads", "acknowledge_finding",
-        "destroy_record",
+        "destroy_record", "fhir_post_bundle", "fhir_post_audit_event", "fhir_post_consent",
+        "fhir_put_consent", "fhir_search_audit_events", "fhir_read_audit_event",
+        "fhir_capability_statement",
     }  # fmt: skip
 
 

@@ -265,7 +265,7 @@ def test_fhir_audit_events_validate_and_carry_the_right_codes(bundle: Path) -> N
         json.loads(line) for line in (bundle / "auditevents.ndjson").read_text().splitlines()
     ]
     disclosures = [r for r in resources if r["type"]["code"] == "110106"]
-    accesses = [r for r in resources if r["type"]["code"] == "110110"]
+    accesses = [r for r in resources if r["type"]["code"] == "rest"]
     assert len(disclosures) == 15
     assert len(accesses) == 3
     for resource in resources:
@@ -277,8 +277,9 @@ def test_fhir_audit_events_validate_and_carry_the_right_codes(bundle: Path) -> N
     assert court["subtype"][0]["code"] == "disclose"
     assert court["purposeOfEvent"][0]["coding"][0]["code"] == "HLEGAL"
     assert court["entity"][1]["securityLabel"][0]["code"] == "PSYTHPN"
-    assert {a["type"]["coding"][0]["code"] for a in court["agent"] if "coding" in a["type"]} == {
-        "110152", "110153"}  # fmt: skip
+    # PrivacyDisclosure.Source: source, recipient and custodian; no authorizer for an order.
+    assert {a["type"]["coding"][0]["code"] for a in court["agent"]} == {
+        "110152", "110153", "159541003"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
