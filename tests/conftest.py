@@ -82,6 +82,31 @@ def settings(store: str, tmp_path: Path, request: pytest.FixtureRequest) -> Sett
 
 
 @pytest.fixture
+def own_services(store: str, tmp_path: Path) -> Iterator[Services]:
+    """Services on a store of the test's own (a new database on PostgreSQL), for a test whose
+    work grows with everything in the store (a rebuild replays the whole log)."""
+    home = tmp_path / "own"
+    if store == "sqlite":
+        built = build_services(Settings(home=home, master_key_file=home / "master.key",
+                                        _env_file=None))  # fmt: skip
+        yield built
+        built.close()
+        return
+    name = f"da_test_{uuid4().hex[:10]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    built = build_services(Settings(home=home, database_url=_with_database(ADMIN_URL, name),
+                                    master_key_file=home / "master.key",
+                                    log_key_dir=home / "log-keys", _env_file=None))  # fmt: skip
+    try:
+        yield built
+    finally:
+        built.close()
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
 def services(settings: Settings) -> Iterator[Services]:
     """Open services on the store under test."""
     built = build_services(settings)
@@ -114,6 +139,14 @@ def api(settings: Settings, services: Services) -> Iterator[Api]:
     app = create_app(settings, services)
     with TestClient(app) as client:
         yield Api(app=app, client=client, services=services, tenant=f"t-{uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def own_api(own_services: Services) -> Iterator[Api]:
+    """``api`` on a store of the test's own (see ``own_services``)."""
+    app = create_app(own_services.settings, own_services)
+    with TestClient(app) as client:
+        yield Api(app=app, client=client, services=own_services, tenant=f"t-{uuid4().hex[:12]}")
 
 
 def post_scenarios(api: Api, headers: dict[str, str]) -> int:

@@ -258,8 +258,9 @@ def _snapshot(services: Services) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_a_killed_worker_resumes_without_missing_or_repeating_and_equals_a_rebuild(
-    services: Services,
+    own_services: Services,
 ) -> None:
+    services = own_services  # it rebuilds the whole store: only this test's
     tenant = "worker-" + os.urandom(4).hex()
     from service.application.ingest import Submission
 
@@ -315,7 +316,8 @@ def test_a_killed_worker_resumes_without_missing_or_repeating_and_equals_a_rebui
     assert json.dumps(incremental)  # plain data, comparable
 
 
-def test_a_changed_schema_version_rebuilds_the_read_models(api: Api) -> None:
+def test_a_changed_schema_version_rebuilds_the_read_models(own_api: Api) -> None:
+    api = own_api  # the rebuild replays the whole store: only this test's
     headers = api.writer()
     position = api.client.post(
         "/v1/records/schema/events", json=example("RecordAccessed"), headers=headers
@@ -456,8 +458,9 @@ def _read_model_statistics(services: Services, forget: bool = False) -> int:
 
 
 def test_the_projector_refreshes_the_planner_statistics_as_the_read_models_grow(
-    services: Services,
+    own_services: Services,
 ) -> None:
+    services = own_services  # a rebuild below replays the whole store: only this test's
     from service.application.ingest import Submission
     from service.projector import Projector
 
