@@ -188,11 +188,13 @@ class ClientRecord(BaseAggregate[UUID]):
             )
             return record
 
-    def destroy(self, **certificate: Any) -> None:
+    def destroy(self, recorded_at: datetime, **certificate: Any) -> None:
         """Append the certificate of destruction (the key is destroyed right after it)."""
         if self.erased:
             raise RecordErasedError("the record was destroyed already")
-        self.trigger_event(ClientRecord.Destroyed, tenant_id=self.tenant_id, **certificate)
+        self.trigger_event(
+            ClientRecord.Destroyed, timestamp=recorded_at, tenant_id=self.tenant_id, **certificate
+        )
 
     @classmethod
     def register(cls, id: UUID, tenant_id: str, record_ref: str) -> "ClientRecord":

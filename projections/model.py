@@ -90,14 +90,8 @@ def store_overdue(
     values = (finding.severity, finding.citation, finding.message,
               json.dumps([str(e) for e in finding.evidence]), finding.ruleset)  # fmt: skip
     if before is None:
-        cursor.execute(
-            "INSERT INTO pv_findings (finding_id, tenant_id, record_id, subject_position,"
-            " subject_event_id, rule, severity, citation, message, evidence, ruleset,"
-            " withdrawn, raised_position, changed_position)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s)",
-            (ident, tenant, record, subject["position"], subject["event_id"], OVERDUE_RULE,
-             *values, at, at),
-        )  # fmt: skip
+        _insert_finding(cursor, (ident, tenant, record, subject["position"],
+                                 subject["event_id"], OVERDUE_RULE), values, at)  # fmt: skip
     elif before["withdrawn"] or before["message"] != finding.message:
         bump(cursor, tenant, counts(before, -1))
         cursor.execute(
@@ -113,6 +107,20 @@ def store_overdue(
              "resolution": before["resolution"] if before else None}  # fmt: skip
     bump(cursor, tenant, counts(after, +1))
     return "raised"
+
+
+def _insert_finding(
+    cursor: Cursor, keys: tuple[object, ...], values: tuple[object, ...], at: int
+) -> None:
+    """A new finding row: ``keys`` (id, tenant, record, subject position and event, rule) and
+    ``values`` (severity, citation, message, evidence, ruleset), raised at position ``at``."""
+    cursor.execute(
+        "INSERT INTO pv_findings (finding_id, tenant_id, record_id, subject_position,"
+        " subject_event_id, rule, severity, citation, message, evidence, ruleset,"
+        " withdrawn, raised_position, changed_position)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s)",
+        (*keys, *values, at, at),
+    )
 
 
 def finding_id(tenant_id: str, subject: UUID, rule: str) -> UUID:
@@ -391,14 +399,8 @@ class ReadModel:
                 count({"rule": finding.rule, "severity": finding.severity, "withdrawn": 0,
                        "resolution": before["resolution"] if before else None}, +1)  # fmt: skip
             if before is None:
-                cursor.execute(
-                    "INSERT INTO pv_findings (finding_id, tenant_id, record_id, subject_position,"
-                    " subject_event_id, rule, severity, citation, message, evidence, ruleset,"
-                    " withdrawn, raised_position, changed_position)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, %s, %s)",
-                    (ident, tenant, record, subject_position, subject, finding.rule, *values,
-                     at, at),
-                )  # fmt: skip
+                _insert_finding(cursor, (ident, tenant, record, subject_position, subject,
+                                         finding.rule), values, at)  # fmt: skip
             elif before["withdrawn"] or before["message"] != finding.message:
                 cursor.execute(
                     "UPDATE pv_findings SET severity = %s, citation = %s, message = %s,"

@@ -98,7 +98,7 @@ def _plan(
     counts = {"kept": 0, "blocked": 0, "destroyed": 0}
     with Progress(console=err, transient=True, disable=as_json) as progress:
         task = progress.add_task(f"Reading the {len(ids)} records of {tenant}", total=len(ids))
-        for report in services.lifecycle.records(tenant, today):
+        for report in services.lifecycle.records(tenant, today, ids):
             progress.advance(task)
             if report.certificate is not None:
                 counts["destroyed"] += 1

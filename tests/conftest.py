@@ -162,6 +162,18 @@ def post_scenarios(api: Api, headers: dict[str, str]) -> int:
     return last
 
 
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment that points the CLI at the store of ``settings``."""
+    env = {
+        "DISCLOSURE_AUDIT_HOME": str(settings.home),
+        "DISCLOSURE_AUDIT_MASTER_KEY_FILE": str(settings.master_key_path),
+        "DISCLOSURE_AUDIT_LOG_KEY_DIR": str(settings.log_keys_path),
+    }
+    if settings.database_url is not None:
+        env["DISCLOSURE_AUDIT_DATABASE_URL"] = settings.database_url
+    return env
+
+
 def new_tenant() -> str:
     """A tenant id used by no other test."""
     return f"t-{uuid4().hex[:12]}"

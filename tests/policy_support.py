@@ -1,20 +1,33 @@
 """Builders for policy tests: facts at chosen days, judged the way ingest judges them."""
 
+import shutil
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import TypeAdapter
 
 from domain import facts
 from domain.policy.engine import Judgment, judge_on_record
-from domain.policy.rulesets import Rulebook
+from domain.policy.rulesets import BUILTIN_RULES, Rulebook
 from tests.factories import example
 
-__all__ = ["BOOK", "at", "fact", "replay", "rules_of", "verdict"]
+__all__ = ["BOOK", "at", "broken_rules", "fact", "replay", "rules_of", "verdict"]
 
 BOOK = Rulebook.load()
 _FACT: TypeAdapter[facts.FactBase] = TypeAdapter(facts.Fact)
 _DAY0 = datetime.fromisoformat("2026-01-05T10:00:00-05:00")
+
+
+def broken_rules(tmp_path: Path, file: str, old: str, new: str) -> Path:
+    """A copy of the built-in rule files with ``old`` replaced by ``new`` once in ``file``."""
+    directory = tmp_path / "rules"
+    shutil.copytree(BUILTIN_RULES, directory)
+    path = directory / file
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return directory
 
 
 def at(day: float) -> str:

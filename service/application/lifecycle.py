@@ -19,7 +19,7 @@ the remaining steps are redone.
 
 import base64
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import cast
@@ -145,9 +145,12 @@ class Lifecycle:
             record_ref if certificate is None else None, rid, retention, certificate
         )
 
-    def records(self, tenant_id: str, today: date) -> Iterator[RecordRetention]:
-        """Every record of the tenant with its retention, in the order of first appearance."""
-        for rid in self._audit.tenant_log.records(tenant_id):
+    def records(
+        self, tenant_id: str, today: date, ids: Sequence[UUID] | None = None
+    ) -> Iterator[RecordRetention]:
+        """Every record of the tenant (or those of ``ids``, as ``tenant_log.records`` lists
+        them) with its retention, in the order of first appearance."""
+        for rid in self._audit.tenant_log.records(tenant_id) if ids is None else ids:
             stored = self._audit.read_stream(tenant_id, rid)
             if not stored:
                 continue
@@ -224,7 +227,9 @@ class Lifecycle:
             raise RecordNotFoundError(str(rid))
         if retention.due_on is None:  # destroyable() said otherwise; keep mypy and us honest
             raise DestructionRefusedError(str(rid), [("no_due_date", "no due date")])
+        now = datetime.now(UTC)
         record.destroy(
+            now,
             destroyed_by=destroyed_by,
             ruleset=retention.ruleset,
             rule=retention.rule,
@@ -236,8 +241,6 @@ class Lifecycle:
             documentation=documented(history),
         )
         event = cast(ClientRecord.Destroyed, record.pending_events[-1])
-        now = datetime.now(UTC)
-        object.__setattr__(event, "timestamp", now)
         salt = base64.b64encode(secrets.token_bytes(16)).decode()
         content = leaf_content(event, salt)
         content["event"]["record_id"] = str(rid)
@@ -304,10 +307,8 @@ def retention_view(report: RecordRetention, today: date) -> RetentionView:
     if retention is None:  # pragma: no cover - a report has one or the other
         raise ValueError("a retention report without retention or certificate")
     blocks = [
-        RetentionBlock(kind=kind, ref=ref, since=since, reason=reason)
-        for kind, ref, since, reason in (
-            (b.kind, b.ref, b.since, b.reason) for b in retention.blocks
-        )
+        RetentionBlock(kind=b.kind, ref=b.ref, since=b.since, reason=b.reason)
+        for b in retention.blocks
     ]
     if retention.blocks:
         status = "blocked"

@@ -14,9 +14,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain import facts
-from domain.errors import RecordNotFoundError
 from projections.views import RetentionView
-from service.application.lifecycle import retention_view
+from service.application.lifecycle import RecordRetention, retention_view
 from service.auth import Principal, Role
 from service.container import Services
 from service.deps import ServicesDep, require
@@ -132,10 +131,10 @@ def destroy_record(
             retention=retention_view(before, today),
         )
         return JSONResponse(body.model_dump(mode="json"), status_code=200)
-    lifecycle.destroy(principal.tenant_id, record_ref, f"api key {principal.key_id}", today)
-    after = lifecycle.retention(principal.tenant_id, record_ref, today)
-    if after.certificate is None:  # pragma: no cover - destroy raises or leaves a certificate
-        raise RecordNotFoundError(record_ref)
+    certificate = lifecycle.destroy(
+        principal.tenant_id, record_ref, f"api key {principal.key_id}", today
+    )
+    after = RecordRetention(None, certificate.record_id, None, certificate)
     body = DestructionOut(
         record_id=after.record_id, destroyed=True, retention=retention_view(after, today)
     )

@@ -29,7 +29,7 @@ from service.integrity.export import ExportScope, write_bundle
 from service.settings import Settings
 from service.storage.sql import as_uuid
 from service.verify import verify_bundle
-from tests.conftest import Api
+from tests.conftest import Api, cli_env
 from tests.factories import example, unique_name
 
 OLD = "2012-05-04T10:00:00Z"  # every record below last saw its therapist in May 2012
@@ -80,17 +80,6 @@ def admin(api: Api) -> dict[str, str]:
     return api.key(Role.ADMIN, Role.COMPLIANCE)
 
 
-def _cli_env(settings: Settings) -> dict[str, str]:
-    env = {
-        "DISCLOSURE_AUDIT_HOME": str(settings.home),
-        "DISCLOSURE_AUDIT_MASTER_KEY_FILE": str(settings.master_key_path),
-        "DISCLOSURE_AUDIT_LOG_KEY_DIR": str(settings.log_keys_path),
-    }
-    if settings.database_url is not None:
-        env["DISCLOSURE_AUDIT_DATABASE_URL"] = settings.database_url
-    return env
-
-
 def _records_under_every_rule(api: Api, headers: dict[str, str]) -> dict[str, str]:
     refs = _refs("r")
     _old_record(api, headers, refs["due"])
@@ -120,7 +109,14 @@ def test_only_due_records_are_destroyed_and_the_others_say_why(
     assert status["status"] == "blocked"
     assert status["keep_until"] == "2019-05-04"  # 7 years from the last service (B&P 4980.49)
     assert [b["kind"] for b in status["blocks"]] == ["legal_hold"]
-    expected = {"held": "legal_hold", "demand": "open_demand", "young": "not_yet_due"}
+    # The minimal RecordOpened a clinical system sends (no birth date): never due on its own.
+    bare = refs["due"] + "-bare"
+    _post(api, api.writer(), bare,
+          example("RecordOpened", occurred_at="2010-01-04T09:00:00Z", jurisdiction="US-CA"),
+          example("RecordAccessed", occurred_at=OLD))  # fmt: skip
+    refs["bare"] = bare
+    expected = {"held": "legal_hold", "demand": "open_demand", "young": "not_yet_due",
+                "bare": "birth_date_unknown"}  # fmt: skip
     for name, kind in expected.items():
         refused = api.client.post(f"/v1/records/{refs[name]}/destruction", headers=admin)
         assert refused.status_code == 409, refused.text
@@ -160,7 +156,7 @@ def test_the_dry_run_lists_exactly_the_due_records_and_the_command_destroys_them
     api: Api,
 ) -> None:
     refs = _records_under_every_rule(api, api.writer())
-    env = _cli_env(api.services.settings)
+    env = cli_env(api.services.settings)
     runner = CliRunner()
     dry = runner.invoke(cli, ["records", "destroy", "--tenant", api.tenant, "--dry-run", "--json"],
                         env=env)  # fmt: skip
@@ -418,7 +414,7 @@ def test_the_sweep_raises_rt1_on_overdue_records_and_withdraws_it_when_resolved(
     )
     assert _rt1(api, admin, refs["due"]) == []
     assert counted(api.services, api.tenant) == scanned(api.services, api.tenant)
-    env = _cli_env(api.services.settings)
+    env = cli_env(api.services.settings)
     result = CliRunner().invoke(
         cli, ["records", "sweep", "--tenant", api.tenant, "--json"], env=env
     )

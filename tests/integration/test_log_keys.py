@@ -22,9 +22,8 @@ from service.container import Services
 from service.integrity.export import ExportScope, write_bundle
 from service.integrity.log import TenantLog
 from service.integrity.signing import LogKey, LogKeyring, sign_note
-from service.settings import Settings
 from service.verify import LEGACY_FORMAT, MANIFEST_NOTE, BundleError, verify_bundle
-from tests.conftest import new_tenant
+from tests.conftest import cli_env, new_tenant
 from tests.factories import example
 
 
@@ -279,23 +278,12 @@ def test_a_checkpoint_signed_before_a_rotation_still_verifies(
     assert problem.startswith("checkpoint.txt: not signed by any pinned key"), problem
 
 
-def _cli_env(settings: Settings) -> dict[str, str]:
-    env = {
-        "DISCLOSURE_AUDIT_HOME": str(settings.home),
-        "DISCLOSURE_AUDIT_MASTER_KEY_FILE": str(settings.master_key_path),
-        "DISCLOSURE_AUDIT_LOG_KEY_DIR": str(settings.log_keys_path),
-    }
-    if settings.database_url is not None:
-        env["DISCLOSURE_AUDIT_DATABASE_URL"] = settings.database_url
-    return env
-
-
 def test_log_key_lists_each_tenant_logs_vkeys(services: Services) -> None:
     one, two = new_tenant(), new_tenant()
     _ingest(services, one)
     _ingest(services, two)
     services.log.checkpoint(one)  # signing the first checkpoint made the first key
-    env = _cli_env(services.settings)
+    env = cli_env(services.settings)
     runner = CliRunner()
     listed = runner.invoke(app, ["log-key", "--json"], env=env)
     assert listed.exit_code == 0, listed.output

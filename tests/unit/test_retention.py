@@ -14,7 +14,6 @@ Years are calendar years; 29 February plus N years in a common year is 1 March.
 """
 
 import itertools
-import shutil
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -30,6 +29,7 @@ from domain.policy.retention import Retention, add_years, retention_of
 from domain.policy.rulesets import BUILTIN_RULES, Rulebook, RulesetError
 from domain.vocabulary import DemandOutcome
 from tests.factories import example
+from tests.policy_support import broken_rules
 
 BOOK = Rulebook.load()
 _FACT: TypeAdapter[facts.FactBase] = TypeAdapter(facts.Fact)
@@ -402,16 +402,6 @@ def test_a_later_treatment_access_never_makes_due_on_earlier(
 # --- The rule files ---------------------------------------------------------------------------
 
 
-def _broken(tmp_path: Path, file: str, old: str, new: str) -> Path:
-    directory = tmp_path / "rules"
-    shutil.copytree(BUILTIN_RULES, directory)
-    path = directory / file
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
-    return directory
-
-
 @pytest.mark.parametrize(
     ("file", "old", "new", "says"),
     [
@@ -439,7 +429,7 @@ def test_a_broken_retention_section_is_refused_naming_file_and_field(
     tmp_path: Path, file: str, old: str, new: str, says: str
 ) -> None:
     with pytest.raises(RulesetError) as caught:
-        Rulebook.load(_broken(tmp_path, file, old, new))
+        Rulebook.load(broken_rules(tmp_path, file, old, new))
     message = str(caught.value)
     assert file in message
     assert says in message
@@ -448,6 +438,6 @@ def test_a_broken_retention_section_is_refused_naming_file_and_field(
 def test_a_state_inherits_the_retention_values_it_does_not_set(tmp_path: Path) -> None:
     start = "# Retention for LMFTs"
     text = (BUILTIN_RULES / "US-CA.toml").read_text()
-    directory = _broken(tmp_path, "US-CA.toml", text[text.index(start) :], "")
+    directory = broken_rules(tmp_path, "US-CA.toml", text[text.index(start) :], "")
     book = Rulebook.load(directory)
     assert book.rulesets["US-CA"].retention == book.rulesets["US"].retention

@@ -1,6 +1,5 @@
 """The jurisdiction rule files: they load, every value is cited, broken ones fail loudly."""
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from typer.testing import CliRunner
 from domain.policy.reference import render_markdown
 from domain.policy.rulesets import BUILTIN_RULES, REQUIRED_RULES, Cited, Rulebook, RulesetError
 from service.cli import app
+from tests.policy_support import broken_rules
 
 
 def _cited_values(model: BaseModel, path: str = "") -> list[tuple[str, Cited[Any]]]:
@@ -58,16 +58,6 @@ def test_states_override_the_baseline_where_their_law_differs() -> None:
     assert ma.accounting == us.accounting, "inherited unchanged"
 
 
-def _broken(tmp_path: Path, file: str, old: str, new: str) -> Path:
-    directory = tmp_path / "rules"
-    shutil.copytree(BUILTIN_RULES, directory)
-    path = directory / file
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new, 1))
-    return directory
-
-
 @pytest.mark.parametrize(
     ("file", "old", "new", "says"),
     [
@@ -87,7 +77,7 @@ def _broken(tmp_path: Path, file: str, old: str, new: str) -> Path:
 def test_a_broken_rule_file_fails_with_a_message_naming_file_and_field(
     tmp_path: Path, file: str, old: str, new: str, says: str
 ) -> None:
-    directory = _broken(tmp_path, file, old, new)
+    directory = broken_rules(tmp_path, file, old, new)
     with pytest.raises(RulesetError) as caught:
         Rulebook.load(directory)
     message = str(caught.value)
@@ -96,7 +86,7 @@ def test_a_broken_rule_file_fails_with_a_message_naming_file_and_field(
 
 
 def test_a_rule_without_a_description_is_refused(tmp_path: Path) -> None:
-    directory = _broken(tmp_path, "US.toml", "[rules.FA-1]", "[rules.FA-9]")
+    directory = broken_rules(tmp_path, "US.toml", "[rules.FA-1]", "[rules.FA-9]")
     with pytest.raises(RulesetError, match="FA-1"):
         Rulebook.load(directory)
 
@@ -104,7 +94,7 @@ def test_a_rule_without_a_description_is_refused(tmp_path: Path) -> None:
 def test_start_up_stops_with_a_clear_message_on_a_broken_rule_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    directory = _broken(tmp_path, "US.toml", 'citation = "45 CFR 164.508(a)(2)"', "")
+    directory = broken_rules(tmp_path, "US.toml", 'citation = "45 CFR 164.508(a)(2)"', "")
     monkeypatch.setenv("DISCLOSURE_AUDIT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("DISCLOSURE_AUDIT_RULES_DIR", str(directory))
     result = CliRunner().invoke(app, ["keys", "list"])
