@@ -17,7 +17,11 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from service.application.lifecycle import DestructionRefusedError, RecordRetention
+from service.application.lifecycle import (
+    DestructionRefusedError,
+    RecordRetention,
+    retention_status,
+)
 from service.auth import TENANT_PATTERN
 from service.cli_store import err, fail, open_existing
 from service.container import Services
@@ -100,14 +104,12 @@ def _plan(
         task = progress.add_task(f"Reading the {len(ids)} records of {tenant}", total=len(ids))
         for report in services.lifecycle.records(tenant, today, ids):
             progress.advance(task)
-            if report.certificate is not None:
+            if report.retention is None:
                 counts["destroyed"] += 1
-            elif report.due(today):
+            elif (status := retention_status(report.retention, today)) == "due":
                 due.append(report)
-            elif report.retention is not None and report.retention.blocks:
-                counts["blocked"] += 1
             else:
-                counts["kept"] += 1
+                counts[status] += 1
     summary: dict[str, Any] = {"tenant": tenant, "as_of": str(today)}
     summary["due"] = [_due_row(r) for r in due]
     summary |= {f"{k}_count": n for k, n in counts.items()}

@@ -120,6 +120,10 @@ class Retention:
         return self.due_on is not None and today >= self.due_on and not self.blocks
 
 
+def _years(n: int) -> str:
+    return f"{n} year" if n == 1 else f"{n} years"
+
+
 def add_years(day: date, years: int) -> date:
     """``day`` plus whole calendar years; 29 February lands on 1 March in a common year."""
     try:
@@ -228,7 +232,7 @@ def _unreliable(
                 None,
                 _day(latest.occurred_at),
                 "no client birth date is on record, so the minor rule (kept until "
-                f"{rules.minor_years_after_majority} years after the age of majority, "
+                f"{_years(rules.minor_years_after_majority)} after the age of majority, "
                 f"{rules.age_of_majority}) cannot be ruled out: the record is not destroyed "
                 "until a RecordOpened states the client_birth_date",
             )

@@ -44,6 +44,7 @@ __all__ = [
     "DestructionRefusedError",
     "Lifecycle",
     "RecordRetention",
+    "retention_status",
     "retention_view",
 ]
 
@@ -289,6 +290,13 @@ def _reasons(retention: Retention, today: date) -> list[tuple[str, str]]:
     return reasons
 
 
+def retention_status(retention: Retention, today: date) -> str:
+    """kept (not yet due, or no due date), due, or blocked (due, but something stops it)."""
+    if retention.due_on is None or today < retention.due_on:
+        return "kept"
+    return "blocked" if retention.blocks else "due"
+
+
 def retention_view(report: RecordRetention, today: date) -> RetentionView:
     """The ``retention`` block of a record's status."""
     certificate = report.certificate
@@ -310,12 +318,7 @@ def retention_view(report: RecordRetention, today: date) -> RetentionView:
         RetentionBlock(kind=b.kind, ref=b.ref, since=b.since, reason=b.reason)
         for b in retention.blocks
     ]
-    if retention.blocks:
-        status = "blocked"
-    elif retention.destroyable(today):
-        status = "due"
-    else:
-        status = "kept"
+    status = retention_status(retention, today)
     return RetentionView(
         status=status,
         ruleset=retention.ruleset,

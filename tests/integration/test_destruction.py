@@ -109,6 +109,9 @@ def test_only_due_records_are_destroyed_and_the_others_say_why(
     assert status["status"] == "blocked"
     assert status["keep_until"] == "2019-05-04"  # 7 years from the last service (B&P 4980.49)
     assert [b["kind"] for b in status["blocks"]] == ["legal_hold"]
+    young = api.client.get(f"/v1/records/{refs['young']}", headers=admin).json()["retention"]
+    assert young["status"] == "kept"
+    assert young["keep_until"] > "2032-12-31"  # served in 2026: 7 years on
     # The minimal RecordOpened a clinical system sends (no birth date): never due on its own.
     bare = refs["due"] + "-bare"
     _post(api, api.writer(), bare,
