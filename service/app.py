@@ -81,6 +81,10 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         # Every JSON-body route, present and future: 415 for another media type, 422 for a
         # duplicated key (service/strict_json.py).
         dependencies=[Depends(strict_json_body)],
+        # One HTTP instrumentation: OpenTelemetry's (instrument_app below, one span per
+        # request). FastAPI's own would add spans for every dependency and serialisation, and
+        # logs with exception messages (which can quote PHI) of its own.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     app.include_router(ingest.router)

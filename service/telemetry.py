@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from opentelemetry.trace import Link, Span, SpanKind, Status
 from opentelemetry.util.types import AttributeValue
 
@@ -296,9 +297,12 @@ def build_telemetry(
 ) -> TelemetryHandle:
     """SDK providers for ``settings``, not installed (see :func:`setup_telemetry`).
 
-    Spans are always recorded, so logs carry trace ids; they leave the process only for the
-    OTLP endpoint of the settings (never for a stray ``OTEL_EXPORTER_OTLP_ENDPOINT``), and for
-    ``span_exporter`` / ``metric_reader`` (tests), always through the redaction above.
+    Spans leave the process only for the OTLP endpoint of the settings (never for a stray
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``), and for ``span_exporter`` / ``metric_reader`` (tests),
+    always through the redaction above. With neither, spans are not recorded at all (a sampler
+    that keeps none): recording them for nobody cost about a tenth of an ingest request's CPU.
+    Every request still gets a trace id (an unsampled span keeps its context), so logs carry
+    trace ids either way.
     """
     resource = Resource.create(
         {
@@ -309,9 +313,12 @@ def build_telemetry(
     )
     # No SDK length limit: it warns in the log for every stack trace, which redaction drops
     # anyway; allowlisted values are clipped there.
-    tracer_provider = TracerProvider(resource=resource)
-    readers: list[MetricReader] = []
     endpoint = settings.otlp_endpoint
+    exporting_spans = bool(endpoint) or span_exporter is not None
+    tracer_provider = TracerProvider(
+        resource=resource, sampler=ALWAYS_ON if exporting_spans else ALWAYS_OFF
+    )
+    readers: list[MetricReader] = []
     if endpoint:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
