@@ -103,7 +103,8 @@ def build_services(settings: Settings, *, create: bool = True) -> Services:
     except MasterKeyError:
         audit.close()
         raise
-    ingest = Ingest(audit, write_attempts=settings.write_attempts)
+    keys = ApiKeyStore(audit.db)
+    ingest = Ingest(audit, write_attempts=settings.write_attempts, active_keys=keys.active)
     log = TenantLog(
         audit.db,
         audit.keyring,
@@ -116,7 +117,7 @@ def build_services(settings: Settings, *, create: bool = True) -> Services:
     return Services(
         settings=settings,
         audit=audit,
-        keys=ApiKeyStore(audit.db),
+        keys=keys,
         log=log,
         projector=projector,
         ingest=ingest,

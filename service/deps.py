@@ -1,6 +1,7 @@
 """Request dependencies: the services, and the authenticated, role-checked caller."""
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, Request
@@ -10,7 +11,14 @@ from service.auth import Principal, Role
 from service.container import Services
 from service.projector import StaleReadError, TenantStalledError
 
-__all__ = ["MAX_POSITION", "ServicesDep", "audited", "require", "require_any"]
+__all__ = [
+    "MAX_POSITION",
+    "ServicesDep",
+    "audited",
+    "require",
+    "require_any",
+    "require_writer",
+]
 
 MAX_POSITION = 2**63 - 1
 """The largest log position or tree size a query may name: positions are 64-bit integers in
@@ -33,33 +41,56 @@ def require(role: Role) -> Callable[..., Principal]:
     return require_any(role)
 
 
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    if credentials is None:
+        raise HTTPException(
+            401,
+            "Send an API key as 'Authorization: Bearer <key>'; "
+            "an operator creates one with 'disclosure-audit keys create'.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return credentials.credentials
+
+
+def _admit(principal: Principal | None, roles: tuple[Role, ...]) -> Principal:
+    if principal is None:
+        raise HTTPException(
+            401,
+            "The API key is unknown or revoked; ask an operator for a valid key.",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    if not principal.roles & set(roles):
+        needed = "' or '".join(r.value for r in roles)
+        raise HTTPException(403, f"This API key lacks the '{needed}' role.")
+    return principal
+
+
 def require_any(*roles: Role) -> Callable[..., Principal]:
     """A dependency that admits callers whose key has any of ``roles`` (401 / 403 otherwise)."""
 
-    def dependency(
-        services: ServicesDep,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Principal:
-        if credentials is None:
-            raise HTTPException(
-                401,
-                "Send an API key as 'Authorization: Bearer <key>'; "
-                "an operator creates one with 'disclosure-audit keys create'.",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        principal = services.keys.authenticate(credentials.credentials)
-        if principal is None:
-            raise HTTPException(
-                401,
-                "The API key is unknown or revoked; ask an operator for a valid key.",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            )
-        if not principal.roles & set(roles):
-            needed = "' or '".join(r.value for r in roles)
-            raise HTTPException(403, f"This API key lacks the '{needed}' role.")
-        return principal
+    def dependency(services: ServicesDep, credentials: Credentials) -> Principal:
+        return _admit(services.keys.authenticate(_token(credentials)), roles)
 
     dependency.__name__ = "require_" + "_or_".join(r.value for r in roles)
+    return dependency
+
+
+def require_writer(role: Role) -> Callable[..., Awaitable[Principal]]:
+    """``require`` for the ingest routes: a key this process knows is admitted from memory,
+    with no query and no thread; the writer confirms it is still unrevoked once per group
+    commit, before it saves anything of the request (service/auth.py ``ApiKeyStore``)."""
+
+    async def dependency(services: ServicesDep, credentials: Credentials) -> Principal:
+        token = _token(credentials)
+        principal = services.keys.recall(token)
+        if principal is None:
+            principal = await asyncio.to_thread(services.keys.authenticate, token)
+        return _admit(principal, (role,))
+
+    dependency.__name__ = f"require_{role.value}_writer"
     return dependency
 
 

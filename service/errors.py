@@ -22,6 +22,7 @@ from domain.errors import (
 )
 from service.application.ingest import WriteContentionError
 from service.application.lifecycle import DestructionRefusedError
+from service.auth import KeyRevokedError
 from service.fhir.outcome import FhirError, as_outcome, is_fhir, outcome_response
 from service.storage.service_keys import ServiceKeyUnavailableError
 from service.telemetry import STORE_UNAVAILABLE
@@ -192,6 +193,15 @@ async def _refused(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _revoked(request: Request, exc: Exception) -> JSONResponse:
+    return problem(
+        401,
+        _SLUGS[401],
+        "The API key is unknown or revoked; ask an operator for a valid key. Nothing was stored.",
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
 async def _contention(request: Request, exc: Exception) -> JSONResponse:
     return problem(
         503,
@@ -259,6 +269,7 @@ def install_error_handlers(app: FastAPI) -> None:
         (RecordNotFoundError, _not_found),
         (RecordErasedError, _erased),
         (WriteContentionError, _contention),
+        (KeyRevokedError, _revoked),
         (DestructionRefusedError, _refused),
     ]
     for kind, handler in handlers:

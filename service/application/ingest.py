@@ -18,13 +18,16 @@ What holds, and why:
   other content, a record whose key was destroyed) fails alone, before anything is saved: its
   changes were made on copies of the records, which are dropped.
 - *Several processes*: each writer keeps the records it saved in memory. Another process may
-  have appended to one since; the save then fails on the record's version (optimistic
-  concurrency), nothing is stored, the writer forgets those records and redoes the group from
-  the idempotency lookup.
+  have appended to one since: before judging, one query per tenant compares the group's
+  records with the store and applies to ours only the events we lack. Should another process
+  append between that look and our save, the save fails on the record's version (optimistic
+  concurrency), nothing is stored, and the writer redoes the group from the idempotency
+  lookup.
 - *Store errors* (an outage) fail the group's requests with the error, which the HTTP layer
   answers 503 + Retry-After; nothing was acknowledged, so nothing is lost.
 """
 
+import asyncio
 import base64
 import copy
 import logging
@@ -34,10 +37,10 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, InterfaceError, OperationalError
@@ -47,6 +50,7 @@ from domain import canonical, facts
 from domain.errors import EventIdReusedError, RecordErasedError
 from domain.policy.engine import Judgment, judge_on_record
 from domain.record import ClientRecord, check_not_in_future
+from service.auth import KeyRevokedError
 from service.storage.app import AuditLog
 from service.storage.sql import as_datetime, as_uuid
 from service.storage.tenant_log import FactEntry, LogRow, LogWrite
@@ -155,18 +159,22 @@ class _Request:
 
     tenant_id: str
     unique: dict[UUID, tuple[Submission, bytes]]
+    key_id: str | None = None  # the API key it came with, if the caller checked it from memory
     answered: threading.Event = field(default_factory=threading.Event)
     receipts: dict[UUID, Receipt] = field(default_factory=dict)
     created: bool = False
     error: BaseException | None = None
     context: Context = field(default_factory=current_context)  # the caller's trace
+    wake: Callable[[], object] | None = None  # an async caller's: resolves its future
 
     def finish(self) -> None:
         self.answered.set()
+        if self.wake is not None:
+            self.wake()
 
     def fail(self, error: BaseException) -> None:
         self.error = error
-        self.answered.set()
+        self.finish()
 
 
 @dataclass
@@ -190,8 +198,10 @@ class Ingest:
         write_attempts: int,
         max_group_events: int = 2000,
         cached_records: int = 20_000,
+        active_keys: Callable[[Collection[str]], set[str]] | None = None,
     ) -> None:
         self.store = store
+        self._active_keys = active_keys
         self.saved = threading.Event()  # set after every commit: wakes an in-process projector
         self._attempts = write_attempts
         self._max_group_events = max_group_events
@@ -206,13 +216,49 @@ class Ingest:
     # The callers' side --------------------------------------------------------------------
 
     def record_facts(
-        self, tenant_id: str, submissions: Sequence[Submission]
+        self, tenant_id: str, submissions: Sequence[Submission], *, key_id: str | None = None
     ) -> tuple[list[Receipt], bool]:
         """Store the submissions atomically; return their receipts and whether anything was new.
 
         Facts already stored with the same content keep their original receipts; an event id
-        reused with different content stores nothing and raises EventIdReusedError.
+        reused with different content stores nothing and raises EventIdReusedError. With
+        ``key_id`` (a key admitted from memory), the writer stores nothing if that key was
+        revoked meanwhile and raises KeyRevokedError.
         """
+        request = self._prepare(tenant_id, submissions, key_id)
+        self._prefetch(tenant_id, {s.record_ref for s in submissions})
+        self._submit(request)
+        if not request.answered.wait(ANSWER_WITHIN_SECONDS):
+            raise WriteContentionError("the writer did not answer in time; retry")
+        return self._outcome(request, submissions)
+
+    async def record_facts_async(
+        self, tenant_id: str, submissions: Sequence[Submission], *, key_id: str | None = None
+    ) -> tuple[list[Receipt], bool]:
+        """``record_facts`` for an event loop: no thread waits while the writer commits.
+
+        The checks run in the loop (they are short and CPU-bound); a thread is borrowed only
+        when a record or its key is not in memory yet and must be read first.
+        """
+        request = self._prepare(tenant_id, submissions, key_id)
+        refs = {s.record_ref for s in submissions}
+        if not self._in_memory(tenant_id, refs):
+            await asyncio.to_thread(self._prefetch, tenant_id, refs)
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[None] = loop.create_future()
+        request.wake = lambda: loop.call_soon_threadsafe(_settle, answered)
+        self._submit(request)
+        try:
+            # Shielded: a caller that stops waiting leaves the commit to run its course.
+            await asyncio.wait_for(asyncio.shield(answered), ANSWER_WITHIN_SECONDS)
+        except TimeoutError:
+            raise WriteContentionError("the writer did not answer in time; retry") from None
+        return self._outcome(request, submissions)
+
+    def _prepare(
+        self, tenant_id: str, submissions: Sequence[Submission], key_id: str | None
+    ) -> _Request:
+        """The checks a request makes alone, before the writer: clock, ids, content digests."""
         now = datetime.now(UTC)
         for index, submission in enumerate(submissions):
             check_not_in_future(submission.fact, now, index if len(submissions) > 1 else None)
@@ -223,14 +269,25 @@ class Ingest:
             if seen is not None and seen[1] != digest:
                 raise EventIdReusedError(str(submission.fact.event_id))
             unique[submission.fact.event_id] = (submission, digest)
-        self._prefetch(tenant_id, {s.record_ref for s in submissions})
-        request = _Request(tenant_id, unique)
-        self._submit(request)
-        if not request.answered.wait(ANSWER_WITHIN_SECONDS):
-            raise WriteContentionError("the writer did not answer in time; retry")
+        return _Request(tenant_id, unique, key_id)
+
+    @staticmethod
+    def _outcome(
+        request: _Request, submissions: Sequence[Submission]
+    ) -> tuple[list[Receipt], bool]:
         if request.error is not None:
             raise request.error
         return [request.receipts[s.fact.event_id] for s in submissions], request.created
+
+    def _in_memory(self, tenant_id: str, record_refs: set[str]) -> bool:
+        """Whether the writer holds these records (or knows them new) and their keys."""
+        for record_ref in record_refs:
+            rid = self.store.record_id(tenant_id, record_ref)
+            with self._lock:
+                known = rid in self._records or rid in self._absent
+            if not known or not self.store.keyring.holds(rid):
+                return False
+        return True
 
     def _prefetch(self, tenant_id: str, record_refs: set[str]) -> None:
         """Read what the writer will need, here, in parallel with the other callers: records
@@ -335,8 +392,8 @@ class Ingest:
                 self._attempt(pending, touched)
             except IntegrityError:
                 # Another process appended to one of these records, or stored one of these
-                # event ids, first: nothing was stored. Forget what we held and redo.
-                self._evict(touched)
+                # event ids, between our look and our save: nothing was stored. Redo: the next
+                # attempt catches those records up and finds those ids stored.
                 time.sleep(min(0.05, 0.001 * (attempt + 1)) * random.random())  # noqa: S311
             except Exception as error:  # the store failed: the outcome is for the callers
                 self._evict(touched)
@@ -350,7 +407,9 @@ class Ingest:
                 request.fail(WriteContentionError(f"gave up after {self._attempts} attempts"))
 
     def _attempt(self, pending: list[_Request], touched: set[UUID]) -> None:
+        self._refuse_revoked(pending)
         stored = self._already_stored(pending)
+        self._catch_up(pending)
         recorded_at = datetime.now(UTC)
         working: dict[UUID, ClientRecord] = {}
         rows: dict[tuple[UUID, int], LogRow] = {}
@@ -398,6 +457,18 @@ class Ingest:
         for request in pending:
             if not request.answered.is_set():
                 request.finish()
+
+    def _refuse_revoked(self, pending: list[_Request]) -> None:
+        """One query for the group: fail the requests whose key was revoked since it was
+        admitted from memory (the others' keys were checked against the store per request)."""
+        keys = {r.key_id for r in pending if r.key_id is not None and not r.answered.is_set()}
+        if not keys or self._active_keys is None:
+            return
+        active = self._active_keys(keys)
+        for request in pending:
+            revoked = request.key_id is not None and request.key_id not in active
+            if revoked and not request.answered.is_set():
+                request.fail(KeyRevokedError("the API key was revoked"))
 
     def _already_stored(self, pending: list[_Request]) -> dict[tuple[str, UUID], Any]:
         """One lookup per tenant; answers the requests whose facts are all stored already."""
@@ -510,6 +581,44 @@ class Ingest:
 
     # Records in memory --------------------------------------------------------------------
 
+    def _catch_up(self, pending: list[_Request]) -> None:
+        """Bring the group's records in memory up to date with what other processes stored.
+
+        One query per tenant compares stored versions with ours; a record another process
+        appended to gets only the events it lacks applied to it (never a reload of its whole
+        stream), and a record we took for new but another process registered is read whole.
+        Without this, two API processes writing the same records would lose nearly every
+        group to a version conflict and reload every record of it.
+        """
+        wanted: dict[str, set[UUID]] = {}
+        for request in pending:
+            if request.answered.is_set():
+                continue
+            rids = wanted.setdefault(request.tenant_id, set())
+            rids.update(
+                self.store.record_id(request.tenant_id, s.record_ref)
+                for s, _ in request.unique.values()
+            )
+        for tenant, rids in wanted.items():
+            with self._lock:
+                held = {rid: self._records[rid] for rid in rids if rid in self._records}
+                assumed_new = [rid for rid in rids if rid in self._absent]
+            if not held and not assumed_new:
+                continue
+            stored = self.store.tenant_log.versions(tenant, [*held, *assumed_new])
+            fresh: list[ClientRecord] = []
+            for rid, version in stored.items():
+                record = held.get(rid)
+                if record is None:  # registered elsewhere: _recall reads it from the store
+                    with self._lock:
+                        self._absent.discard(rid)
+                elif version > record.version:
+                    newer = copy.deepcopy(record)
+                    for event in self.store.history(rid, version, after=record.version):
+                        newer = cast(ClientRecord, event.mutate(newer))
+                    fresh.append(newer)
+            self._remember(fresh, only_newer=True)
+
     def _recall(self, record: UUID) -> ClientRecord | None:
         with self._lock:
             found = self._records.get(record)
@@ -537,3 +646,8 @@ class Ingest:
             for record in records:
                 self._records.pop(record, None)
                 self._absent.discard(record)
+
+
+def _settle(answered: "asyncio.Future[None]") -> None:
+    if not answered.done():  # the caller may have stopped waiting
+        answered.set_result(None)

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, Depends, Path, Response
 from domain import facts
 from service.application.ingest import Submission
 from service.auth import Principal, Role
-from service.deps import ServicesDep, require
+from service.deps import ServicesDep, require_writer
 from service.schemas import BatchReceipts, BatchRequest, IngestFact, Problem, ReceiptOut
 from service.telemetry import observe_ingest
 
@@ -16,7 +16,7 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1", tags=["ingest"])
 
 _ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": Problem, "description": "No or invalid API key"},
+    401: {"model": Problem, "description": "No or invalid API key, or a key revoked meanwhile"},
     403: {"model": Problem, "description": "The key lacks the ingest role"},
     409: {"model": Problem, "description": "event_id already used with different content"},
     413: {"model": Problem, "description": "Request body too large"},
@@ -28,7 +28,7 @@ _ERRORS: dict[int | str, dict[str, object]] = {
     503: {"model": Problem, "description": "Store unavailable or contended; retry"},
 }
 
-Ingestor = Annotated[Principal, Depends(require(Role.INGEST))]
+Ingestor = Annotated[Principal, Depends(require_writer(Role.INGEST))]
 
 
 @router.post(
@@ -42,7 +42,7 @@ Ingestor = Annotated[Principal, Depends(require(Role.INGEST))]
     },
     summary="Record one fact about a client record",
 )
-def post_event(
+async def post_event(
     record_ref: Annotated[facts.RecordRef, Path(description="The clinical system's record id")],
     fact: Annotated[IngestFact, Body()],
     principal: Ingestor,
@@ -50,9 +50,12 @@ def post_event(
     response: Response,
 ) -> ReceiptOut:
     """Store one fact. 201 once durable; 200 with the original receipt for a repeat."""
+    # async: the request waits for its group's commit without holding a thread.
     submissions = [Submission(record_ref=record_ref, fact=fact)]
     with observe_ingest(principal.tenant_id, submissions) as observed:
-        receipts, created = services.ingest.record_facts(principal.tenant_id, submissions)
+        receipts, created = await services.ingest.record_facts_async(
+            principal.tenant_id, submissions, key_id=principal.key_id
+        )
         observed.stored(receipts, created)
     response.status_code = 201 if created else 200
     return ReceiptOut.of(receipts[0])
@@ -83,7 +86,9 @@ def post_events_batch(
         for item in batch.events
     ]
     with observe_ingest(principal.tenant_id, submissions) as observed:
-        receipts, created = services.ingest.record_facts(principal.tenant_id, submissions)
+        receipts, created = services.ingest.record_facts(
+            principal.tenant_id, submissions, key_id=principal.key_id
+        )
         observed.stored(receipts, created)
     response.status_code = 201 if created else 200
     return BatchReceipts(receipts=[ReceiptOut.of(r) for r in receipts])

@@ -149,6 +149,11 @@ class RecordKeyring:
             self._remember(record, key)
         return key
 
+    def holds(self, record: UUID) -> bool:
+        """Whether the record's key is in memory now (``find`` would answer without a query)."""
+        hit, key = self._cached(record)
+        return hit and key is not None
+
     def destroyed(self, record: UUID) -> bool:
         """Whether the record had a key and it was destroyed (cached like ``find``)."""
         if self.find(record) is not None:

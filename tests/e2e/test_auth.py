@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import httpx2 as httpx
 import pytest
 
-from service.auth import Role
+from service.auth import ApiKeyStore, Role
 from tests.conftest import Api
 from tests.factories import example
 
@@ -265,3 +265,26 @@ def test_keys_are_stored_only_as_hashes(api: Api) -> None:
     assert len(secret) == 43
     assert token not in dumped
     assert secret not in dumped
+
+
+@pytest.mark.parametrize("post", [_post_event, _post_batch], ids=["event", "batch"])
+def test_a_key_revoked_by_another_process_writes_nothing_more(
+    api: Api, post: Callable[[Api, str, dict[str, str]], httpx.Response]
+) -> None:
+    """The ingest routes admit a key they have seen from memory; the writer asks the store
+    once per group whether it is still active, so a revocation made by another process
+    (here: another key store on the same database) holds from the next write on."""
+    key_id, token = api.services.keys.create(api.tenant, {Role.INGEST, Role.COMPLIANCE})
+    headers = {"Authorization": f"Bearer {token}"}
+    assert post(api, "revoked-elsewhere", headers).status_code == 201  # now known in memory
+    assert ApiKeyStore(api.services.audit.db).revoke(key_id)  # not this process's store
+
+    refused = post(api, "revoked-elsewhere", headers)
+
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert refused.json()["type"].endswith("/unauthenticated")
+    reader = api.key(Role.COMPLIANCE)
+    timeline = _timeline(api, "revoked-elsewhere", reader).json()["items"]
+    assert len([i for i in timeline if i["type"] == "RecordAccessed"]) == 1, "nothing stored"
+    assert post(api, "revoked-elsewhere", headers).status_code == 401, "and it stays refused"
