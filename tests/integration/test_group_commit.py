@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from eventsourcing.persistence import OperationalError
+from eventsourcing.persistence import IntegrityError, OperationalError
 
 from domain import facts
 from domain.errors import EventIdReusedError, RecordErasedError
@@ -203,18 +203,42 @@ def test_a_store_error_fails_the_whole_group_and_stores_nothing(
     assert receipts[0].position == 2
 
 
-def test_another_process_writing_the_same_record_is_caught_by_its_version(
-    services: Services,
+def test_another_process_writing_the_same_record_is_caught_up_not_reloaded(
+    services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two writers, each with its record in memory (two processes): the stale one's save fails
-    on the record's version, it reloads and redoes, and both facts are stored in order."""
+    """Two writers, each with its record in memory (two processes): the stale one learns of
+    the other's event by its version, reads only that event, and both facts are stored in
+    order; its saves never fail on the version."""
     tenant = new_tenant()
     other = Ingest(services.audit, write_attempts=5)
     try:
         services.ingest.record_facts(tenant, [Submission("both", _fact())])
         other.record_facts(tenant, [Submission("both", _fact())])  # loads version 2, writes 3
+        read: list[int] = []
+        select = services.audit.recorder.select_events
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            found = select(*args, **kwargs)
+            read.append(len(found))
+            return found
+
+        monkeypatch.setattr(services.audit.recorder, "select_events", counting)
+        conflicts: list[int] = []
+        append = services.audit.append
+
+        def saving(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return append(*args, **kwargs)
+            except IntegrityError:
+                conflicts.append(1)
+                raise
+
+        monkeypatch.setattr(services.audit, "append", saving)
         receipts, created = services.ingest.record_facts(tenant, [Submission("both", _fact())])
         assert created
+        assert read == [1], "only the event the other writer added, not the stream"
+        assert not conflicts
+        monkeypatch.undo()
         versions = [e.event.originator_version for e in services.audit.read_record(tenant, "both")]
         assert versions == [1, 2, 3, 4]
         assert receipts[0].position == 4
