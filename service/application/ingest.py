@@ -584,40 +584,37 @@ class Ingest:
     def _catch_up(self, pending: list[_Request]) -> None:
         """Bring the group's records in memory up to date with what other processes stored.
 
-        One query per tenant compares stored versions with ours; a record another process
-        appended to gets only the events it lacks applied to it (never a reload of its whole
-        stream), and a record we took for new but another process registered is read whole.
-        Without this, two API processes writing the same records would lose nearly every
-        group to a version conflict and reload every record of it.
+        One query for the whole group reads the events past the versions we hold: a record
+        another process appended to gets only the events it lacks applied to it (never a
+        reload of its whole stream), and a record we took for new but another process
+        registered is read whole when applied. Without this, two API processes writing the
+        same records would lose nearly every group to a version conflict.
         """
-        wanted: dict[str, set[UUID]] = {}
+        rids: set[UUID] = set()
         for request in pending:
-            if request.answered.is_set():
+            if not request.answered.is_set():
+                rids.update(
+                    self.store.record_id(request.tenant_id, s.record_ref)
+                    for s, _ in request.unique.values()
+                )
+        with self._lock:
+            held = {rid: self._records[rid] for rid in rids if rid in self._records}
+            known = {rid: r.version for rid, r in held.items()}
+            known |= {rid: 0 for rid in rids if rid in self._absent}
+        if not known:
+            return
+        fresh: list[ClientRecord] = []
+        for rid, events in self.store.newer_events(known).items():
+            record = held.get(rid)
+            if record is None:  # registered elsewhere: _recall reads it from the store
+                with self._lock:
+                    self._absent.discard(rid)
                 continue
-            rids = wanted.setdefault(request.tenant_id, set())
-            rids.update(
-                self.store.record_id(request.tenant_id, s.record_ref)
-                for s, _ in request.unique.values()
-            )
-        for tenant, rids in wanted.items():
-            with self._lock:
-                held = {rid: self._records[rid] for rid in rids if rid in self._records}
-                assumed_new = [rid for rid in rids if rid in self._absent]
-            if not held and not assumed_new:
-                continue
-            stored = self.store.tenant_log.versions(tenant, [*held, *assumed_new])
-            fresh: list[ClientRecord] = []
-            for rid, version in stored.items():
-                record = held.get(rid)
-                if record is None:  # registered elsewhere: _recall reads it from the store
-                    with self._lock:
-                        self._absent.discard(rid)
-                elif version > record.version:
-                    newer = copy.deepcopy(record)
-                    for event in self.store.history(rid, version, after=record.version):
-                        newer = cast(ClientRecord, event.mutate(newer))
-                    fresh.append(newer)
-            self._remember(fresh, only_newer=True)
+            newer = copy.deepcopy(record)
+            for event in events:
+                newer = cast(ClientRecord, event.mutate(newer))
+            fresh.append(newer)
+        self._remember(fresh, only_newer=True)
 
     def _recall(self, record: UUID) -> ClientRecord | None:
         with self._lock:

@@ -9,7 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +28,7 @@ from domain.record import ClientRecord, record_id
 from service.storage.crypto import MasterKey, open_state, seal_state
 from service.storage.keyring import RecordKeyring
 from service.storage.mapper import RecordCipherMapper
+from service.storage.recorders import PostgresAuditRecorder, SQLiteAuditRecorder
 from service.storage.service_keys import ServiceKeys
 from service.storage.sql import Database
 from service.storage.tenant_log import LogWrite, Placement, TenantLogTable
@@ -263,6 +264,16 @@ class AuditLog(Application[UUID]):
     def to_event(self, notification: Notification) -> ClientRecord.Event:
         """A stored event opened and mapped (redacted if its key is gone)."""
         return cast(ClientRecord.Event, self.mapper.to_domain_event(notification))
+
+    def newer_events(self, known: Mapping[UUID, int]) -> dict[UUID, list[ClientRecord.Event]]:
+        """Each record's events past the version given, in order, opened (one query on
+        PostgreSQL); records with nothing newer are left out."""
+        recorder = cast(PostgresAuditRecorder | SQLiteAuditRecorder, self.recorder)
+        found: dict[UUID, list[ClientRecord.Event]] = {}
+        for stored in recorder.select_events_after(known):
+            event = cast(ClientRecord.Event, self.mapper.to_domain_event(stored))
+            found.setdefault(event.originator_id, []).append(event)
+        return found
 
     def history(self, record: UUID, up_to_version: int, after: int = 0) -> list[ClientRecord.Event]:
         """A record's events with versions in (``after``, ``up_to_version``]."""

@@ -5,14 +5,16 @@ They use the protected hooks of eventsourcing 9.5.6 (``_insert_events`` on SQLit
 both, so an upgrade that changes them fails loudly.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from psycopg import Cursor
 from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
 
 from service.storage.resilience import bounded_retry, schema_lock
 from service.storage.sql import SqlCursor
@@ -23,6 +25,11 @@ __all__ = ["PostgresAuditRecorder", "SQLiteAuditRecorder"]
 
 class SQLiteAuditRecorder(SQLiteApplicationRecorder):
     """SQLite events plus tenant-log rows; SQLite serialises writers, so positions are safe."""
+
+    def select_events_after(self, after: Mapping[UUID, int]) -> list[StoredEvent]:
+        """The events of several records past the versions given, by record, in order (a
+        local database: one indexed query per record costs no round trip)."""
+        return [e for rid, version in after.items() for e in self.select_events(rid, gt=version)]
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -44,6 +51,34 @@ class PostgresAuditRecorder(PostgresApplicationRecorder):
     select_events = bounded_retry(PostgresApplicationRecorder.select_events)
     select_notifications = bounded_retry(PostgresApplicationRecorder.select_notifications)
     max_notification_id = bounded_retry(PostgresApplicationRecorder.max_notification_id)
+
+    def select_events_after(self, after: Mapping[UUID, int]) -> list[StoredEvent]:
+        """The events of several records past the versions given, by record, in order: one
+        round trip for a whole group (the writer catching up on other processes' appends)."""
+        if not after:
+            return []
+        statement = SQL(
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state"
+            " FROM unnest(%s::{id_type}[], %s::bigint[]) AS q(originator_id, version)"
+            " JOIN {schema}.{table} e ON e.originator_id = q.originator_id"
+            " AND e.originator_version > q.version"
+            " ORDER BY e.originator_id, e.originator_version"
+        ).format(
+            id_type=Identifier(self.datastore.originator_id_type),
+            schema=Identifier(self.datastore.schema),
+            table=Identifier(self.events_table_name),
+        )
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, [list(after), list(after.values())])
+            return [
+                StoredEvent(
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]
 
     def create_table(self) -> None:
         """The library's tables, types and function, created by one starting process at a time."""

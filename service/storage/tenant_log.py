@@ -293,37 +293,6 @@ class TenantLogTable:
         )
         return [UUID(str(r["record_id"])) for r in rows]
 
-    def versions(self, tenant_id: str, records: Sequence[UUID]) -> dict[UUID, int]:
-        """The latest stored version of each of these records the tenant has (one query).
-
-        A writer holding records in memory compares these with its own to learn which ones
-        another process appended to since it saved them.
-        """
-        if not records:
-            return {}
-        if self._db.dialect == "postgres":
-            # One backward probe of the (tenant_id, record_id, originator_version) index per
-            # record, whatever the statistics (see ``facts``).
-            rows = self._db.read(
-                "SELECT q.record_id, (SELECT MAX(t.originator_version) FROM da_tenant_log t"
-                " WHERE t.tenant_id = %s AND t.record_id = q.record_id) AS version"
-                " FROM unnest(%s::uuid[]) AS q(record_id)",
-                (tenant_id, list(records)),
-            )
-        else:
-            rows = []
-            for start in range(0, len(records), 500):
-                chunk = records[start : start + 500]
-                rows += self._db.read(
-                    "SELECT record_id, MAX(originator_version) AS version"  # noqa: S608
-                    f" FROM da_tenant_log WHERE tenant_id = %s AND record_id IN ({_in(chunk)})"
-                    " GROUP BY record_id",
-                    (tenant_id, *chunk),
-                )
-        return {
-            UUID(str(r["record_id"])): int(r["version"]) for r in rows if r["version"] is not None
-        }
-
     def of_record(self, tenant_id: str, record: UUID) -> dict[int, Placement]:
         """Where each event of a record sits, by record version."""
         rows = self._db.read(

@@ -214,15 +214,21 @@ def test_another_process_writing_the_same_record_is_caught_up_not_reloaded(
     try:
         services.ingest.record_facts(tenant, [Submission("both", _fact())])
         other.record_facts(tenant, [Submission("both", _fact())])  # loads version 2, writes 3
-        read: list[int] = []
-        select = services.audit.recorder.select_events
+        loads: list[UUID] = []
+        caught_up: list[int] = []
+        load, newer_events = services.audit.load, services.audit.newer_events
 
-        def counting(*args: Any, **kwargs: Any) -> Any:
-            found = select(*args, **kwargs)
-            read.append(len(found))
+        def loading(rid: UUID) -> Any:
+            loads.append(rid)
+            return load(rid)
+
+        def catching_up(known: Any) -> Any:
+            found = newer_events(known)
+            caught_up.append(sum(len(events) for events in found.values()))
             return found
 
-        monkeypatch.setattr(services.audit.recorder, "select_events", counting)
+        monkeypatch.setattr(services.audit, "load", loading)
+        monkeypatch.setattr(services.audit, "newer_events", catching_up)
         conflicts: list[int] = []
         append = services.audit.append
 
@@ -236,7 +242,8 @@ def test_another_process_writing_the_same_record_is_caught_up_not_reloaded(
         monkeypatch.setattr(services.audit, "append", saving)
         receipts, created = services.ingest.record_facts(tenant, [Submission("both", _fact())])
         assert created
-        assert read == [1], "only the event the other writer added, not the stream"
+        assert caught_up == [1], "only the event the other writer added"
+        assert not loads, "not the whole stream"
         assert not conflicts
         monkeypatch.undo()
         versions = [e.event.originator_version for e in services.audit.read_record(tenant, "both")]
