@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import Link, Span, SpanKind, Status
 from opentelemetry.util.types import AttributeValue
 
@@ -315,8 +315,10 @@ def build_telemetry(
     # anyway; allowlisted values are clipped there.
     endpoint = settings.otlp_endpoint
     exporting_spans = bool(endpoint) or span_exporter is not None
+    # Exporting: the SDK's sampler, which OTEL_TRACES_SAMPLER / _ARG configure (every trace by
+    # default). Not exporting: none.
     tracer_provider = TracerProvider(
-        resource=resource, sampler=ALWAYS_ON if exporting_spans else ALWAYS_OFF
+        resource=resource, sampler=None if exporting_spans else ALWAYS_OFF
     )
     readers: list[MetricReader] = []
     if endpoint:

@@ -242,7 +242,10 @@ class Ingest:
         """
         request = self._prepare(tenant_id, submissions, key_id)
         refs = {s.record_ref for s in submissions}
-        if not self._in_memory(tenant_id, refs):
+        # While the store is known to be down, leave the reads to the writer: its first
+        # query fails the whole queue at once (503), where a prefetch would spend its retry
+        # budget on every read and keep the caller waiting for seconds.
+        if not self._in_memory(tenant_id, refs) and not self.store.known_unreachable:
             await asyncio.to_thread(self._prefetch, tenant_id, refs)
         loop = asyncio.get_running_loop()
         answered: asyncio.Future[None] = loop.create_future()
@@ -376,8 +379,25 @@ class Ingest:
                 for request in group:
                     if not request.answered.is_set():
                         request.fail(error)
+                self._fail_queued_if_unreachable(error)
             if stopping:
                 return
+
+    def _fail_queued_if_unreachable(self, error: BaseException) -> None:
+        """The store is unreachable: answer everything queued meanwhile at once with the same
+        error (503, nothing stored) rather than have each group in turn spend the retry budget
+        finding that out, which made callers wait several budgets in a row."""
+        if not isinstance(error, OperationalError | InterfaceError):
+            return
+        while True:
+            try:
+                waiting = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if waiting is None:  # the stop signal: leave it for the loop
+                self._queue.put(None)
+                return
+            waiting.fail(error)
 
     def _commit(self, group: list[_Request]) -> None:
         # Destructions by other processes since the last group: their keys and records go
@@ -399,6 +419,7 @@ class Ingest:
                 self._evict(touched)
                 for request in pending:
                     request.fail(error)
+                self._fail_queued_if_unreachable(error)
                 return
             else:
                 return

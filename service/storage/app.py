@@ -149,6 +149,12 @@ class AuditLog(Application[UUID]):
         except AggregateNotFoundError:
             return None
 
+    @property
+    def known_unreachable(self) -> bool:
+        """Whether the last connection attempt to the store failed (PostgreSQL; never SQLite)."""
+        breaker = getattr(self.factory, "breaker", None)
+        return bool(breaker is not None and breaker.down)
+
     def ensure_key(self, tenant_id: str, record: UUID) -> None:
         """Create the record's data key if it has none (a new record); warm the key cache."""
         self.keyring.ensure(tenant_id, record)

@@ -91,3 +91,28 @@ def test_nothing_is_exported_without_an_endpoint_even_with_the_standard_variable
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", collector.url + "/v1/traces")
     assert not _emit(Settings(otlp_endpoint=None, _env_file=None))
     assert collector.received == []
+
+
+def test_without_an_exporter_spans_are_not_recorded_but_keep_their_trace_ids(
+    collector: FakeCollector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording spans nobody receives cost CPU on every request: they are sampled out, and
+    a log line written inside one still gets a trace id to quote."""
+    quiet = build_telemetry(Settings(otlp_endpoint=None, _env_file=None))
+    with quiet.tracer_provider.get_tracer("test").start_as_current_span("ingest") as unsampled:
+        assert not unsampled.is_recording()
+        assert unsampled.get_span_context().is_valid
+    quiet.shutdown()
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    sampled_out = build_telemetry(Settings(otlp_endpoint=collector.url, _env_file=None))
+    with sampled_out.tracer_provider.get_tracer("test").start_as_current_span("ingest") as span:
+        assert not span.is_recording(), "an exporting process honours OTEL_TRACES_SAMPLER"
+    sampled_out.shutdown()
+
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER")
+    exporting = build_telemetry(Settings(otlp_endpoint=collector.url, _env_file=None))
+    with exporting.tracer_provider.get_tracer("test").start_as_current_span("ingest") as kept:
+        assert kept.is_recording(), "every trace by default once something exports"
+    exporting.shutdown()
