@@ -39,12 +39,15 @@ _MEASURE = (
     "from pathlib import Path\n"
     "from service.cli import app\n"
     "started = time.perf_counter()\n"
+    "code = 0\n"
     "try:\n"
-    "    app(sys.argv[1:], standalone_mode=False)\n"
+    "    code = app(sys.argv[1:], standalone_mode=False)\n"
     "finally:\n"
     "    status = Path('/proc/self/status').read_text()\n"
     "    usage = re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1)\n"
     "    sys.stderr.write(f'MEASURE {time.perf_counter() - started} {usage}\\n')\n"
+    # Without standalone mode a command that fails returns its exit code instead of exiting.
+    "sys.exit(code if isinstance(code, int) else 0)\n"
 )
 
 
@@ -129,6 +132,7 @@ def main() -> None:
         settings = Settings(home=home)
         env = {**os.environ, "DISCLOSURE_AUDIT_HOME": str(home)}
         small = max(1, args.events // 10)
+        run(env, "init")  # as an operator starts a store: with its checkpoint signing key
         load_rate = load(settings, small)
         for size in (small, args.events):
             if size != small:

@@ -1,6 +1,6 @@
 """Ingest measured from outside, each figure beside its baseline from the same run.
 
-    .venv/bin/python -m bench.ingest [--seconds 15] [--json]
+    .venv/bin/python -m bench.ingest [--seconds 15] [--json] [--only single-postgres|single-sqlite]
 
 Every measurement drives a real ``disclosure-audit serve`` process with wrk over loopback, and
 its baseline is measured the same way in the same run: the bare FastAPI endpoint of
@@ -156,6 +156,20 @@ def long_record(env: dict[str, str], token: str, events: int = 10_000) -> dict[s
     }
 
 
+def single_postgres(seconds: float) -> dict[str, Any]:
+    """Only the single-event figure on PostgreSQL (2 workers, 64 connections): for A/B runs."""
+    with tempfile.TemporaryDirectory() as home, scratch_database() as url:
+        env, token = store_with_key(Path(home) / "pg", url, "external")
+        return single_events(env, token, workers=2, connections=64, seconds=seconds)
+
+
+def single_sqlite(seconds: float) -> dict[str, Any]:
+    """Only the single-event figure on SQLite (1 process, 32 connections): for A/B runs."""
+    with tempfile.TemporaryDirectory() as home:
+        env, token = store_with_key(Path(home) / "sqlite", None, "in-process")
+        return single_events(env, token, workers=1, connections=32, seconds=seconds)
+
+
 def measure(seconds: float) -> dict[str, Any]:
     """Every ingest figure of the issue's table, with its baselines."""
     results: dict[str, Any] = {}
@@ -186,8 +200,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=15, help="length of each wrk run")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--only",
+        choices=["single-postgres", "single-sqlite"],
+        help="one measurement (with its baseline), e.g. to compare two commits in one hour",
+    )
     args = parser.parse_args()
-    print(json.dumps(measure(args.seconds), indent=2))
+    chosen = {"single-postgres": single_postgres, "single-sqlite": single_sqlite}
+    run = chosen[args.only] if args.only else measure
+    print(json.dumps(run(args.seconds), indent=2))
 
 
 if __name__ == "__main__":
