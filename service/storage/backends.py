@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from eventsourcing.persistence import InfrastructureFactoryError
+from eventsourcing.persistence import ConnectionPoolClosedError, InfrastructureFactoryError
 from eventsourcing.sqlite import (
     SQLiteConnection,
     SQLiteConnectionPool,
@@ -37,6 +37,36 @@ class _ImmediateConnection(SQLiteConnection):
 
 
 class _DurableSQLitePool(SQLiteConnectionPool):
+    def get_connection(
+        self, timeout: float | None = None, *, is_writer: bool | None = None
+    ) -> SQLiteConnection:
+        """The library's, except that a reader never queues behind a writer.
+
+        The library issues connections in request order through a one-place queue, and a
+        thread waiting for the writer connection keeps that place while it waits. A thread
+        that holds the writer and reads on another connection (the projector inside its
+        transaction reading a record's history, eventsourcing 9.5.6 ``select_events``) then
+        waits for the queued writer, which waits for it: both stood still until the pool's
+        5 s timeout failed the queued writer. In WAL mode a reader needs no writer to be done,
+        so it skips the queue (the counts the library keeps for readers stay right).
+        """
+        if is_writer is True or self._mutually_exclusive_read_write:
+            return super().get_connection(timeout, is_writer=is_writer)
+        if self._closed:
+            raise ConnectionPoolClosedError
+        with self._no_readers:
+            self._num_readers += 1
+        try:
+            connection = self._get_connection(
+                timeout=self.pool_timeout if timeout is None else timeout
+            )
+        except BaseException:
+            with self._no_readers:
+                self._num_readers -= 1
+            raise
+        connection.is_writer = is_writer
+        return connection
+
     def _create_connection(self) -> SQLiteConnection:
         connection = super()._create_connection()
         connection.__class__ = _ImmediateConnection  # same state, writers begin IMMEDIATE
