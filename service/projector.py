@@ -43,6 +43,10 @@ IDLE_POLL = 0.05
 # table (PostgreSQL: 300 x default_statistics_target), so a refresh does not grow with the log.
 ANALYZE_AFTER = 50_000
 LISTEN_TIMEOUT = 0.5
+# After a page that was not full (the worker has caught up), wait this long before the next:
+# under steady ingest the next transaction then applies many groups' events, not one group's.
+# On SQLite every projection transaction holds the one write lock that ingest needs too.
+COALESCE_SECONDS = 0.05
 # How often a worker tries the held events of stalled tenants again (and once at start).
 RETRY_STALLED_SECONDS = 30.0
 NAME = "read-models"
@@ -489,9 +493,12 @@ class Projector:
             return
         while not stop.is_set():
             try:
-                if self.step() == 0 and self._retry_due() == 0:
+                applied = self.step()
+                if applied == 0 and self._retry_due() == 0:
                     self._saved.wait(IDLE_POLL)
                     self._saved.clear()
+                elif applied < self._page_size:
+                    stop.wait(COALESCE_SECONDS)
             except Exception:  # keep serving reads; the next loop retries the same page
                 _log.exception("projection step failed; retrying")
                 stop.wait(1.0)
@@ -503,9 +510,12 @@ class Projector:
             try:
                 with self.feed.listening() as conn:
                     while not stop.is_set():
-                        if self.step() == 0 and self._retry_due() == 0:
+                        applied = self.step()
+                        if applied == 0 and self._retry_due() == 0:
                             for _ in conn.notifies(timeout=LISTEN_TIMEOUT, stop_after=1):
                                 pass
+                        elif applied < self._page_size:
+                            stop.wait(COALESCE_SECONDS)
             except Exception:  # an outage or a failed page: wait, reconnect, retry the page
                 _log.exception("projection worker lost its connection or failed a page; retrying")
                 stop.wait(1.0)
