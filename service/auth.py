@@ -14,6 +14,8 @@ from service.storage.sql import Database, Dialect, as_datetime
 
 __all__ = [
     "API_KEY_TABLES",
+    "INVALID_KEY",
+    "INVALID_KEY_CHALLENGE",
     "TENANT_PATTERN",
     "ApiKey",
     "ApiKeyStore",
@@ -73,6 +75,11 @@ class ApiKey:
 def _hash(secret: str) -> bytes:
     # The secret has 256 bits of entropy, so a fast hash is enough: no dictionary to slow down.
     return hashlib.sha256(secret.encode()).digest()
+
+
+INVALID_KEY = "The API key is unknown or revoked; ask an operator for a valid key."
+INVALID_KEY_CHALLENGE = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+"""The 401 of a key that is not (or no longer) valid, however it was found out."""
 
 
 class KeyRevokedError(Exception):

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.auth import Principal, Role
+from service.auth import INVALID_KEY, INVALID_KEY_CHALLENGE, Principal, Role
 from service.container import Services
 from service.projector import StaleReadError, TenantStalledError
 
@@ -57,11 +57,7 @@ def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
 
 def _admit(principal: Principal | None, roles: tuple[Role, ...]) -> Principal:
     if principal is None:
-        raise HTTPException(
-            401,
-            "The API key is unknown or revoked; ask an operator for a valid key.",
-            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-        )
+        raise HTTPException(401, INVALID_KEY, headers=INVALID_KEY_CHALLENGE)
     if not principal.roles & set(roles):
         needed = "' or '".join(r.value for r in roles)
         raise HTTPException(403, f"This API key lacks the '{needed}' role.")

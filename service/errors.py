@@ -22,7 +22,7 @@ from domain.errors import (
 )
 from service.application.ingest import WriteContentionError
 from service.application.lifecycle import DestructionRefusedError
-from service.auth import KeyRevokedError
+from service.auth import INVALID_KEY, INVALID_KEY_CHALLENGE, KeyRevokedError
 from service.fhir.outcome import FhirError, as_outcome, is_fhir, outcome_response
 from service.storage.service_keys import ServiceKeyUnavailableError
 from service.telemetry import STORE_UNAVAILABLE
@@ -194,11 +194,9 @@ async def _refused(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _revoked(request: Request, exc: Exception) -> JSONResponse:
+    # Found out by the writer, after the key was admitted from memory: the same 401.
     return problem(
-        401,
-        _SLUGS[401],
-        "The API key is unknown or revoked; ask an operator for a valid key. Nothing was stored.",
-        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        401, _SLUGS[401], f"{INVALID_KEY} Nothing was stored.", headers=INVALID_KEY_CHALLENGE
     )
 
 

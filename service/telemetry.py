@@ -300,7 +300,7 @@ def build_telemetry(
     Spans leave the process only for the OTLP endpoint of the settings (never for a stray
     ``OTEL_EXPORTER_OTLP_ENDPOINT``), and for ``span_exporter`` / ``metric_reader`` (tests),
     always through the redaction above. With neither, spans are not recorded at all (a sampler
-    that keeps none): recording them for nobody cost about a tenth of an ingest request's CPU.
+    that keeps none): nobody would receive them, and every request paid for building them.
     Every request still gets a trace id (an unsampled span keeps its context), so logs carry
     trace ids either way.
     """

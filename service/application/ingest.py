@@ -18,8 +18,8 @@ What holds, and why:
   other content, a record whose key was destroyed) fails alone, before anything is saved: its
   changes were made on copies of the records, which are dropped.
 - *Several processes*: each writer keeps the records it saved in memory. Another process may
-  have appended to one since: before judging, one query per tenant compares the group's
-  records with the store and applies to ours only the events we lack. Should another process
+  have appended to one since: before judging, one query for the group reads the events past
+  the versions we hold, and only those are applied to ours. Should another process
   append between that look and our save, the save fails on the record's version (optimistic
   concurrency), nothing is stored, and the writer redoes the group from the idempotency
   lookup.
