@@ -27,6 +27,8 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.postgres import ConnectionPool, PostgresDatastore, PostgresFactory
 from eventsourcing.utils import Environment, EnvType
 
+from service.telemetry import spans_recorded
+
 __all__ = [
     "FAIL_FAST_SECONDS",
     "RECONNECT_SECONDS",
@@ -119,7 +121,9 @@ def _positional(factory: type[Any]) -> type[Any]:
 def _instrument(conn: psycopg.Connection[Any]) -> None:
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 
-    # One client span per statement, under the request's span (or no-op without telemetry).
+    if not spans_recorded():  # a tracer per statement for spans nobody receives: ~8% of ingest
+        return
+    # One client span per statement, under the request's span.
     PsycopgInstrumentor.instrument_connection(conn)
     conn.cursor_factory = _positional(conn.cursor_factory)
 

@@ -1,16 +1,26 @@
 """OTLP export happens only when configured, to the configured collector, already redacted."""
 
+import contextlib
+import json
+import re
+import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
+import httpx2 as httpx
 import pytest
 from opentelemetry.trace import SpanKind
 
+from service.auth import Role
+from service.container import build_services
 from service.settings import Settings
 from service.telemetry import build_telemetry
-from tests.e2e.server import free_port
+from tests.e2e.server import ROOT, ServerProcess, free_port
+from tests.factories import example
 
 
 @dataclass
@@ -116,3 +126,96 @@ def test_without_an_exporter_spans_are_not_recorded_but_keep_their_trace_ids(
     with exporting.tracer_provider.get_tracer("test").start_as_current_span("ingest") as kept:
         assert kept.is_recording(), "every trace by default once something exports"
     exporting.shutdown()
+
+
+def _served(settings: Settings, extra: dict[str, str]) -> ServerProcess:
+    env = {
+        "DISCLOSURE_AUDIT_HOME": str(settings.home),
+        "DISCLOSURE_AUDIT_MASTER_KEY_FILE": str(settings.master_key_path),
+        **(
+            {"DISCLOSURE_AUDIT_DATABASE_URL": settings.database_url}
+            if settings.database_url
+            else {}
+        ),
+        **extra,
+    }
+    port = free_port()
+    server = ServerProcess(
+        [str(ROOT / ".venv/bin/disclosure-audit"), "serve", "--port", str(port)], env, port
+    )
+    server.wait_ready()
+    return server
+
+
+def _ingest_key(settings: Settings) -> dict[str, str]:
+    services = build_services(settings)
+    _, token = services.keys.create("trace-test", {Role.INGEST})
+    services.close()
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _access_lines(server: ServerProcess, route: str) -> list[dict[str, Any]]:
+    lines = []
+    for line in server.lines:
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if entry.get("logger") == "disclosure_audit.access" and route in entry["message"]:
+                lines.append(entry)
+    return lines
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["sqlite"])
+def test_a_served_process_without_a_collector_logs_trace_ids_it_continues(
+    settings: Settings,
+) -> None:
+    """No span is recorded without a collector, but every request still has a trace: the
+    caller's ``traceparent`` continued (so the caller's trace finds our log lines), or a new one."""
+    headers = _ingest_key(settings)
+    server = _served(settings, {})
+    try:
+        caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+        traceparent = {"traceparent": f"00-{caller_trace}-00f067aa0ba902b7-01"}
+        for extra in (traceparent, {}, {}):
+            answer = httpx.post(
+                f"{server.base}/v1/records/jr-2041/events",
+                json=example("RecordAccessed"),
+                headers={**headers, **extra},
+                timeout=30,
+            )
+            assert answer.status_code == 201, answer.text
+        deadline = time.monotonic() + 10
+        while len(_access_lines(server, "/v1/records/{record_ref}/events")) < 3:
+            assert time.monotonic() < deadline, "\n".join(server.lines)
+            time.sleep(0.1)
+    finally:
+        server.kill()
+    traces = [line["trace_id"] for line in _access_lines(server, "/v1/records/{record_ref}/events")]
+    assert traces[0] == caller_trace
+    assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in traces[1:]), traces
+    assert len(set(traces)) == 3, "a request without traceparent starts a trace of its own"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["postgres"])
+def test_a_served_process_with_a_collector_sends_request_and_statement_spans(
+    settings: Settings, collector: FakeCollector
+) -> None:
+    """With a collector configured, each request is a server span with a client span per SQL
+    statement under it (instrumentation is switched on only then)."""
+    headers = _ingest_key(settings)
+    server = _served(settings, {"DISCLOSURE_AUDIT_OTLP_ENDPOINT": collector.url})
+    try:
+        answer = httpx.post(
+            f"{server.base}/v1/records/jr-2041/events",
+            json=example("RecordAccessed"),
+            headers=headers,
+            timeout=30,
+        )
+        assert answer.status_code == 201, answer.text
+    finally:
+        server.kill(signal.SIGTERM)  # a clean stop flushes the batch of spans
+    sent = b"".join(body for path, _, body in collector.received if path == "/v1/traces")
+    assert b"POST /v1/records/{record_ref}/events" in sent, "the request's server span"
+    assert b"db.statement" in sent or b"db.query.text" in sent, "a span per SQL statement"
+    assert b"jr-2041" not in sent, "redacted before it left the process"
