@@ -31,7 +31,27 @@ _encode = json.JSONEncoder(
 
 
 def _plain(value: Any) -> bool:
-    """Whether the standard encoder writes this value exactly as JCS does."""
+    """Whether the standard encoder writes this value exactly as JCS does.
+
+    Exact types first (what ``model_dump(mode="json")`` gives): this walk runs over every leaf
+    the writer seals, so its common cases avoid ``isinstance`` chains and per-key generators.
+    """
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return True
+    if kind is dict:
+        for key, member in value.items():
+            if type(key) is not str or not (key.isascii() or max(key) <= _LAST_SAFE_NAME_CHAR):
+                return _plain_slow(value)
+            if type(member) is not str and member is not None and not _plain(member):
+                return False
+        return True
+    if kind is list:
+        return all(map(_plain, value))
+    return _plain_slow(value)
+
+
+def _plain_slow(value: Any) -> bool:
     if isinstance(value, str) or value is None or isinstance(value, bool):
         return True
     if isinstance(value, int):

@@ -16,8 +16,12 @@ from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import IntegrityError, Mapper, Notification
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+)
+from eventsourcing.persistence import IntegrityError, Mapper, Notification, Recording
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 from psycopg.sql import SQL, Identifier
@@ -184,7 +188,7 @@ class AuditLog(Application[UUID]):
             and (r.pending_events[0].originator_version - 1) // SNAPSHOT_INTERVAL
             != r.version // SNAPSHOT_INTERVAL
         ]
-        recordings = self.save(*records, log=write)
+        recordings = self._save_records(records, log=write)
         placed = self.tenant_log.placements([r.notification.id for r in recordings])
         if crossed:
             self.snapshots_put(crossed)
@@ -194,6 +198,22 @@ class AuditLog(Application[UUID]):
             ]
             for r in recordings
         }
+
+    def _save_records(
+        self, records: Collection[ClientRecord], **kwargs: Any
+    ) -> list[Recording[UUID]]:
+        """``Application.save`` for records only: the library's version asks, of every object
+        it is given, whether it is an event or an aggregate through ``typing`` runtime
+        protocols, ~10 us per object on Python 3.11, paid under the writer's group commit."""
+        processing: ProcessingEvent[UUID] = ProcessingEvent()
+        for record in records:
+            processing.events.extend(record.collect_events())
+            processing.aggregates[record.id] = record
+        processing.saved_kwargs.update(kwargs)
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        return recordings
 
     def snapshots_put(self, records: Sequence[ClientRecord]) -> None:
         """Store snapshots of saved records (best effort: a missing one only costs replay)."""
