@@ -29,6 +29,7 @@ What holds, and why:
 
 import asyncio
 import base64
+import contextlib
 import copy
 import logging
 import queue
@@ -249,13 +250,21 @@ class Ingest:
             await asyncio.to_thread(self._prefetch, tenant_id, refs)
         loop = asyncio.get_running_loop()
         answered: asyncio.Future[None] = loop.create_future()
-        request.wake = lambda: loop.call_soon_threadsafe(_settle, answered)
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the caller's loop has closed: nobody waits
+                loop.call_soon_threadsafe(_settle, answered)
+
+        request.wake = wake
         self._submit(request)
+        # A timer on the future itself, not wait_for(shield(...)): two futures, a task's worth
+        # of callbacks less per request. A caller that stops waiting cancels only its own
+        # future; the commit runs its course (_settle skips a future that is done).
+        expiry = loop.call_later(ANSWER_WITHIN_SECONDS, _expire, answered)
         try:
-            # Shielded: a caller that stops waiting leaves the commit to run its course.
-            await asyncio.wait_for(asyncio.shield(answered), ANSWER_WITHIN_SECONDS)
-        except TimeoutError:
-            raise WriteContentionError("the writer did not answer in time; retry") from None
+            await answered
+        finally:
+            expiry.cancel()
         return self._outcome(request, submissions)
 
     def _prepare(
@@ -664,6 +673,11 @@ class Ingest:
             for record in records:
                 self._records.pop(record, None)
                 self._absent.discard(record)
+
+
+def _expire(answered: "asyncio.Future[None]") -> None:
+    if not answered.done():
+        answered.set_exception(WriteContentionError("the writer did not answer in time; retry"))
 
 
 def _settle(answered: "asyncio.Future[None]") -> None:

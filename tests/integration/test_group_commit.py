@@ -1,6 +1,7 @@
 """Group commit: concurrent requests share one transaction, and still each get what they would
 have got alone (idempotency, order, gapless positions, isolation), on both stores."""
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -12,7 +13,8 @@ from eventsourcing.persistence import IntegrityError, OperationalError
 
 from domain import facts
 from domain.errors import EventIdReusedError, RecordErasedError
-from service.application.ingest import Ingest, Receipt, Submission
+from service.application import ingest as ingest_module
+from service.application.ingest import Ingest, Receipt, Submission, WriteContentionError
 from service.container import Services, build_services
 from service.settings import Settings
 from service.storage.app import SNAPSHOT_INTERVAL
@@ -295,3 +297,41 @@ def test_after_a_restart_a_long_record_loads_from_its_snapshot(
         assert receipts[0].position == count + 2
     finally:
         restarted.close()
+
+
+def test_an_async_caller_gets_a_retryable_error_when_the_commit_takes_too_long_then_it_lands(
+    services: Services, gate: _Gate, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event-loop path waits a bounded time (503 to the caller, who retries idempotently);
+    the commit it gave up on still runs, and a caller that goes away cancels nothing."""
+    tenant = new_tenant()
+    monkeypatch.setattr(ingest_module, "ANSWER_WITHIN_SECONDS", 0.2)
+    gate.armed = True
+    late, gone = _fact(), _fact()
+
+    async def both() -> tuple[BaseException | None, bool]:
+        waiting = asyncio.create_task(
+            services.ingest.record_facts_async(tenant, [Submission("late", late)])
+        )
+        leaving = asyncio.create_task(
+            services.ingest.record_facts_async(tenant, [Submission("gone", gone)])
+        )
+        await asyncio.sleep(0.05)
+        leaving.cancel()  # a client that disconnected while its group was held
+        try:
+            await waiting
+        except WriteContentionError as error:
+            timed_out: BaseException | None = error
+        else:
+            timed_out = None
+        return timed_out, leaving.cancelled()
+
+    timed_out, cancelled = asyncio.run(both())
+    assert isinstance(timed_out, WriteContentionError), "answered within the bound, not stuck"
+    assert cancelled
+    gate.open.set()
+    _wait_until(lambda: services.audit.last_position(tenant) == 4)  # 2 registrations, 2 facts
+    _, created = services.ingest.record_facts(tenant, [Submission("late", late)])
+    assert not created, "the retry finds the fact the timed-out request had sent"
+    _, created = services.ingest.record_facts(tenant, [Submission("gone", gone)])
+    assert not created, "the abandoned request's fact was stored all the same"
