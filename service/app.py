@@ -13,13 +13,7 @@ from service.container import Services, build_services
 from service.errors import install_error_handlers
 from service.health import ProjectionStatus, Readiness
 from service.logs import configure_logging
-from service.middleware import (
-    AccessLogMiddleware,
-    BodyLimitMiddleware,
-    RequestIdMiddleware,
-    SecurityHeadersMiddleware,
-    UrlLimitMiddleware,
-)
+from service.middleware import BodyLimitMiddleware, EdgeMiddleware, UrlLimitMiddleware
 from service.openapi_doc import install_openapi
 from service.routes import (
     exports,
@@ -100,9 +94,8 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     install_openapi(app)
     app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
     app.add_middleware(UrlLimitMiddleware)
-    app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(AccessLogMiddleware)
-    # Operations: health outside /v1, request ids around the access log, a span per request.
+    # Operations: health outside /v1; request ids, security headers and the access log around
+    # everything, a span (or a trace context) per request outside that.
     app.state.readiness = Readiness()
 
     def projection_probe(services: Services) -> list[ProjectionStatus]:
@@ -112,7 +105,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     app.state.readiness.add_projection_probe(projection_probe)
     app.include_router(health.router)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(EdgeMiddleware)
     instrument_app(app)
     return app
 
