@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -559,12 +559,15 @@ def observe_ingest(
     """Trace and measure one ingest request: span, latency, events by type, findings by rule."""
     types = [type(s.fact).__name__ for s in submissions]
     observation = IngestObservation(tenant_id=tenant_id, types=types)
-    attributes: dict[str, AttributeValue] = {"tenant.id": tenant_id, "events.count": len(types)}
-    if len(set(types)) == 1:
-        attributes["event.type"] = types[0]
+    traced: AbstractContextManager[Span] = nullcontext(trace.INVALID_SPAN)
+    if spans_recorded():  # else the span would be dropped: not even built
+        attributes: dict[str, AttributeValue] = {"tenant.id": tenant_id, "events.count": len(types)}
+        if len(set(types)) == 1:
+            attributes["event.type"] = types[0]
+        traced = span("ingest", attributes)
     started = time.perf_counter()
     try:
-        with span("ingest", attributes) as current:
+        with traced as current:
             try:
                 yield observation
             except Exception as error:
