@@ -322,20 +322,20 @@ class Projector:
             except Exception as error:
                 failed[planned.id] = type(error).__name__
                 blocked.add(planned.tenant)
-        newest: dict[UUID, _Planned] = {}
         first: dict[UUID, _Planned] = {}
         for planned in page:
             if isinstance(planned.event, ClientRecord.FactRecorded):
-                newest[planned.event.originator_id] = planned
                 first.setdefault(planned.event.originator_id, planned)
-        for record, planned in newest.items():
+        for record, planned in first.items():
             try:
-                self.model.legal_history(record, cast(Any, planned.event).originator_version)
+                # What precedes the page: the page's own events join the history in memory as
+                # they are applied (ReadModel.apply). Reading up to the page's newest event read
+                # every event of the page a second time, decrypted, once per page.
+                self.model.legal_history(record, cast(Any, planned.event).originator_version - 1)
                 self.feed.key_of(record)
             except Exception as error:
                 # The record's history does not load: stop its tenant at its first event here.
-                culprit = first[record]
-                failed[culprit.id] = type(error).__name__
+                failed[planned.id] = type(error).__name__
         return failed
 
     def _apply_guarded(self, cursor: SqlCursor, planned: "_Planned") -> str | None:

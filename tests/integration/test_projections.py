@@ -491,3 +491,48 @@ def test_the_projector_refreshes_the_planner_statistics_as_the_read_models_grow(
     _read_model_statistics(services, forget=True)
     projector.rebuild()
     assert _read_model_statistics(services) > 0, "refreshed after a rebuild"
+
+
+def test_a_page_is_judged_from_memory_with_its_own_earlier_events(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record already projected is not read again for the next page: its history is held, and
+    the page's own events join it as they are applied. The verdicts show it: a disclosure that
+    follows its authorization in the same page has no finding, one after the revocation has."""
+    from service.application.ingest import Submission
+
+    tenant = "held-" + os.urandom(4).hex()
+
+    def submit(kind: str, hour: int) -> str:
+        body = example(kind, occurred_at=f"2026-03-02T{hour:02d}:00:00-05:00")
+        services.ingest.record_facts(
+            tenant, [Submission("held", facts.FACT_TYPES_BY_NAME[kind].model_validate(body))]
+        )
+        return str(body["event_id"])
+
+    submit("RecordAccessed", 8)
+    services.projector.catch_up()  # the record is known to the projector from here on
+    reads: list[tuple[object, int]] = []
+    history = services.audit.history
+
+    def counted(record: Any, up_to: int, after: int = 0) -> Any:
+        reads.append((record, after))
+        return history(record, up_to, after)
+
+    monkeypatch.setattr(services.audit, "history", counted)
+    submit("AuthorizationGranted", 9)
+    authorized = submit("DisclosureMade", 10)
+    submit("AuthorizationRevoked", 11)
+    revoked = submit("DisclosureMade", 12)
+    services.projector.catch_up()
+    assert reads == [], "the page's events were read back from the store"
+    with services.audit.db.transaction(commit=False) as cursor:
+        rows = cursor.fetchall(
+            "SELECT subject_event_id, rule FROM pv_findings WHERE tenant_id = %s AND withdrawn = 0",
+            (tenant,),
+        )
+    rules: dict[str, set[str]] = {authorized: set(), revoked: set()}
+    for row in rows:
+        rules.setdefault(str(row["subject_event_id"]), set()).add(row["rule"])
+    assert rules[authorized] == set(), rules
+    assert rules[revoked], "a disclosure after the revocation has a finding"
