@@ -4,6 +4,7 @@ Every fact a clinical system reports is appended as an explicit event class name
 type. The aggregate keeps only what writes need; judgments are derived elsewhere from its history.
 """
 
+import copy
 import hashlib
 import hmac
 from datetime import date, datetime, timedelta
@@ -187,6 +188,18 @@ class ClientRecord(BaseAggregate[UUID]):
                 ),
             )
             return record
+
+    def fork(self) -> "ClientRecord":
+        """A copy to try new events on, leaving this one as it was.
+
+        Shallow: every piece of state is immutable and events replace it rather than change it
+        (``legal_facts`` is a tuple of frozen facts), except the list of pending events, which
+        the copy gets its own of. ``copy.deepcopy`` walked every legal fact of the record, so a
+        post into a long record cost more than one into a fresh record.
+        """
+        twin = copy.copy(self)
+        twin._pending_events = list(self._pending_events)
+        return twin
 
     def destroy(self, recorded_at: datetime, **certificate: Any) -> None:
         """Append the certificate of destruction (the key is destroyed right after it)."""

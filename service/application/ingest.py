@@ -30,7 +30,6 @@ What holds, and why:
 import asyncio
 import base64
 import contextlib
-import copy
 import logging
 import queue
 import random
@@ -570,7 +569,7 @@ class Ingest:
                 if base is None:
                     record = self.store.register(tenant, submission.record_ref, recorded_at)
                 else:
-                    record = copy.deepcopy(base)  # cheap: state is immutable but the list
+                    record = base.fork()
                 trial[rid] = record
             judgment = _judgment_dict(
                 judge_on_record(self.store.rulebook, record.legal_facts, submission.fact)
@@ -640,7 +639,7 @@ class Ingest:
                 with self._lock:
                     self._absent.discard(rid)
                 continue
-            newer = copy.deepcopy(record)
+            newer = record.fork()
             for event in events:
                 newer = cast(ClientRecord, event.mutate(newer))
             fresh.append(newer)

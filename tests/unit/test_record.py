@@ -49,6 +49,26 @@ def test_a_record_appends_facts_in_order_and_remembers_its_jurisdiction() -> Non
     assert record.fact_count == 2
 
 
+def test_a_fork_takes_new_facts_and_leaves_the_original_as_it_was() -> None:
+    now = datetime.now(UTC)
+    record = ClientRecord.register(id=uuid4(), tenant_id="t", record_ref="r")
+    record.record(FACT.validate_python(example("RecordOpened", jurisdiction="US-MA")), now)
+    record.record(FACT.validate_python(example("AuthorizationGranted")), now)
+    record.collect_events()
+    fork = record.fork()
+    fork.record(FACT.validate_python(example("RecordOpened", jurisdiction="US-CA")), now)
+    fork.record(FACT.validate_python(example("AuthorizationRevoked")), now)
+    assert [type(e).__name__ for e in fork.pending_events] == [
+        "RecordOpened",
+        "AuthorizationRevoked",
+    ]
+    assert (fork.version, fork.fact_count, fork.jurisdiction) == (5, 4, "US-CA")
+    assert [type(f).__name__ for f in fork.legal_facts][-1] == "AuthorizationRevoked"
+    assert record.pending_events == []
+    assert (record.version, record.fact_count, record.jurisdiction) == (3, 2, "US-MA")
+    assert [type(f).__name__ for f in record.legal_facts][-1] == "AuthorizationGranted"
+
+
 def test_events_are_frozen() -> None:
     record = ClientRecord.register(id=uuid4(), tenant_id="t", record_ref="r")
     (event,) = record.collect_events()
