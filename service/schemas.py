@@ -41,6 +41,7 @@ __all__ = [
     "ReceiptOut",
     "TimelineItem",
     "TimelinePage",
+    "fact_of",
 ]
 
 MAX_BATCH = 1000
@@ -162,6 +163,25 @@ else:
         Field(discriminator="type"),
         WrapValidator(_no_acknowledgement),
     ]
+
+
+def fact_of(item: facts.FactBase) -> facts.FactBase:
+    """The fact a validated batch item carries, as its own type, without its ``record_ref``.
+
+    The item's class is the fact's class plus ``record_ref`` (``_with_record_ref``), so every
+    field, field validator and model validator of the fact has already run on it: the fact
+    is built from the validated values, not dumped and validated a second time (a fifth of the
+    request thread's time on a batch of 1000).
+    """
+    model = type(item).__mro__[1]
+    if (
+        "record_ref" not in type(item).model_fields
+        or not issubclass(model, facts.FactBase)
+        or "record_ref" in model.model_fields
+    ):
+        raise TypeError(f"{type(item).__name__} is not a batch item")
+    values = {name: getattr(item, name) for name in model.model_fields}
+    return model.model_construct(item.model_fields_set - {"record_ref"}, **values)
 
 
 class BatchRequest(BaseModel):

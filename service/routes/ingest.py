@@ -8,7 +8,14 @@ from domain import facts
 from service.application.ingest import Submission
 from service.auth import Principal, Role
 from service.deps import ServicesDep, require_writer
-from service.schemas import BatchReceipts, BatchRequest, IngestFact, Problem, ReceiptOut
+from service.schemas import (
+    BatchReceipts,
+    BatchRequest,
+    IngestFact,
+    Problem,
+    ReceiptOut,
+    fact_of,
+)
 from service.telemetry import observe_ingest
 
 __all__ = ["router"]
@@ -77,13 +84,7 @@ def post_events_batch(
 ) -> BatchReceipts:
     """Store all the facts or none. Repeats keep their original receipts."""
     submissions = [
-        Submission(
-            record_ref=item.record_ref,
-            fact=facts.FACT_TYPES_BY_NAME[item.type].model_validate(
-                item.model_dump(exclude={"record_ref"})
-            ),
-        )
-        for item in batch.events
+        Submission(record_ref=item.record_ref, fact=fact_of(item)) for item in batch.events
     ]
     with observe_ingest(principal.tenant_id, submissions) as observed:
         receipts, created = services.ingest.record_facts(
