@@ -3,8 +3,8 @@ access log."""
 
 import asyncio
 import logging
+import random
 import time
-import uuid
 
 from opentelemetry import trace
 from starlette.datastructures import MutableHeaders
@@ -142,7 +142,10 @@ class EdgeMiddleware:
         started = time.perf_counter()
         sent = dict(scope.get("headers", [])).get(b"x-request-id")
         request_id = accept_request_id(sent.decode("latin-1") if sent else None)
-        request_id = request_id or uuid.uuid4().hex
+        # Not uuid4: os.urandom gives up the GIL for its syscall, and on a busy process the
+        # event loop then waits for the writer to hand it back. A request id needs to be
+        # unique, not secret (the process's Mersenne Twister is seeded from urandom).
+        request_id = request_id or f"{random.getrandbits(128):032x}"
         trace.get_current_span().set_attribute("request.id", request_id)
         status = 500
 
