@@ -227,8 +227,9 @@ class ReadModel:
             judgment = judge_on_record(self.rulebook, history, fact)
             self._insert(cursor, event, fact, position, judgment)
             self._store_findings(
-                cursor, tenant, record, (fact.event_id, position, _month(fact)), judgment, position
-            )
+                cursor, tenant, record, (fact.event_id, position, _month(fact)), judgment, position,
+                fresh=True,
+            )  # fmt: skip
 
     @staticmethod
     def _acknowledge(
@@ -362,10 +363,17 @@ class ReadModel:
         judged: tuple[UUID, int, str],
         judgment: Judgment,
         at: int,
+        *,
+        fresh: bool = False,
     ) -> None:
-        """Store the judged fact's findings; ``judged`` is its event id, position and month."""
+        """Store the judged fact's findings; ``judged`` is its event id, position and month.
+
+        ``fresh``: the fact was projected just now for the first time (its pv_facts row, keyed
+        by position, was inserted in this transaction, and event ids are unique in a tenant),
+        so it has no findings yet and none need reading.
+        """
         subject, subject_position, month = judged
-        existing = {
+        existing = {} if fresh else {
             str(row["finding_id"]): row
             for row in cursor.fetchall(
                 "SELECT x.finding_id, x.withdrawn, x.message, x.rule, x.severity, a.resolution"  # noqa: S608
@@ -374,7 +382,7 @@ class ReadModel:
                 + " WHERE x.tenant_id = %s AND x.subject_event_id = %s AND x.rule <> %s",
                 (tenant, subject, OVERDUE_RULE),
             )
-        }
+        }  # fmt: skip
         counted: Counter[Key] = Counter()
 
         def count(row: Any, sign: int) -> None:
