@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 
-__all__ = ["duplicate_key_paths", "strict_json_body"]
+__all__ = ["duplicate_key_paths", "is_json", "loads_unique", "strict_json_body"]
 
 
 class _Duplicated(dict[str, Any]):
@@ -56,6 +56,15 @@ def _walk(value: Any, path: list[str | int]) -> list[list[str | int]]:
     return found
 
 
+def loads_unique(body: bytes) -> Any:
+    """``body`` parsed, if it is JSON in which no object repeats a key; else ``ValueError``."""
+    marked = _Marked()
+    parsed = json.loads(body, object_pairs_hook=marked)
+    if marked.found:
+        raise ValueError("a key appears more than once in an object")
+    return parsed
+
+
 def duplicate_key_paths(body: bytes) -> list[list[str | int]]:
     """Where ``body`` (JSON) repeats a key in an object: one path per repeated key.
 
@@ -67,6 +76,11 @@ def duplicate_key_paths(body: bytes) -> list[list[str | int]]:
 
 
 @functools.lru_cache(maxsize=64)  # clients send one or two spellings; parsing one takes ~15 us
+def is_json(content_type: str) -> bool:
+    """Whether a Content-Type is JSON as the contract takes it (UTF-8 or no charset)."""
+    return _is_json(content_type)
+
+
 def _is_json(content_type: str) -> bool:
     message = Message()
     message["content-type"] = content_type
