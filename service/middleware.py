@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.errors import SECURITY_HEADERS, problem
 from service.logs import REQUEST_ID, accept_request_id
 
-__all__ = ["BodyLimitMiddleware", "EdgeMiddleware", "UrlLimitMiddleware"]
+__all__ = ["BodyLimitMiddleware", "EdgeMiddleware", "UrlLimitMiddleware", "replaying"]
 
 _access = logging.getLogger("disclosure_audit.access")
 
@@ -69,16 +69,7 @@ class BodyLimitMiddleware:
             )
             await response(scope, receive, send)
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:  # later calls wait for the disconnect, as the server's receive does
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(b"".join(chunks), receive), send)
 
     async def _too_large(self, scope: Scope, send: Send) -> None:
         response = problem(
@@ -87,6 +78,20 @@ class BodyLimitMiddleware:
             f"The request body exceeds {self.limit} bytes; split a batch into smaller ones.",
         )
         await response(scope, _no_body, send)
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` whole once, then waits on the server's (disconnect)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:  # later calls wait for the disconnect, as the server's receive does
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 async def _no_body() -> Message:

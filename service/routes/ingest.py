@@ -6,13 +6,14 @@ from fastapi import APIRouter, Body, Depends, Path, Response
 from pydantic import TypeAdapter
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from domain import facts
 from service.application.ingest import Submission
 from service.auth import Principal, Role
 from service.container import Services
 from service.deps import ServicesDep, require_writer
+from service.middleware import replaying
 from service.schemas import (
     BatchReceipts,
     BatchRequest,
@@ -135,7 +136,7 @@ class FastIngestRoute(BaseRoute):
         accepted = _accept(scope, body)
         if accepted is None:
             scope[_DECLINED] = True
-            await self._fallback(scope, _replaying(body, receive), send)
+            await self._fallback(scope, replaying(body, receive), send)
             return
         receipt, created = await _store_one(*accepted)
         response = JSONResponse(
@@ -165,19 +166,6 @@ def _accept(scope: Scope, body: bytes) -> tuple[Services, Principal, str, facts.
     except ValueError:  # not JSON, a repeated key, or a ValidationError
         return None
     return services, principal, record_ref, fact
-
-
-def _replaying(body: bytes, receive: Receive) -> Receive:
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if replayed:
-            return await receive()
-        replayed = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
 
 
 @router.post(
