@@ -33,7 +33,6 @@ import contextlib
 import logging
 import queue
 import random
-import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -52,6 +51,7 @@ from domain.policy.engine import Judgment, judge_on_record
 from domain.record import ClientRecord, check_not_in_future
 from service.auth import KeyRevokedError
 from service.storage.app import AuditLog
+from service.storage.crypto import random_bytes
 from service.storage.sql import as_datetime, as_uuid
 from service.storage.tenant_log import FactEntry, LogRow, LogWrite
 from service.telemetry import current_context, group_span
@@ -586,7 +586,7 @@ class Ingest:
         event: Any,
         mine: dict[UUID, _Placed],
     ) -> LogRow:
-        salt = base64.b64encode(secrets.token_bytes(16)).decode()
+        salt = base64.b64encode(random_bytes(16)).decode()
         key = self.store.key_of(record)
         if key is None:
             raise RecordErasedError("a record whose key was destroyed takes no new facts")

@@ -22,6 +22,7 @@ import os
 import secrets
 import stat
 import struct
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -38,6 +39,7 @@ __all__ = [
     "MasterKeyError",
     "SealedStateError",
     "open_state",
+    "random_bytes",
     "recorded_at_of",
     "seal_state",
     "unwrap_record_key",
@@ -48,6 +50,43 @@ _FORMAT = 1
 _HEADER = struct.Struct(">Bq")
 _NONCE_BYTES = 12
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+_POOL_BYTES = 4096
+
+
+class _Entropy:
+    """Bytes of ``os.urandom`` handed out from a pool drawn 4 KiB at a time.
+
+    For nonces and salts, which the writer needs several of per event: ``os.urandom`` gives up
+    the GIL around its system call, and each such call on the writer thread could wait for a
+    busy request thread to hand the GIL back (py-spy: 9% of the writer under load, for 12
+    bytes at a time). The pool is dropped in a forked child, so parent and child never hand
+    out the same bytes (a repeated AES-GCM nonce under one key would expose both messages).
+    Never used for keys.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool = b""
+        self._taken = 0
+        os.register_at_fork(after_in_child=self._drop)
+
+    def _drop(self) -> None:
+        self._lock = threading.Lock()
+        self._pool, self._taken = b"", 0
+
+    def take(self, count: int) -> bytes:
+        with self._lock:
+            if self._taken + count > len(self._pool):
+                self._pool, self._taken = os.urandom(max(_POOL_BYTES, count)), 0
+            start = self._taken
+            self._taken += count
+            return self._pool[start : self._taken]
+
+
+random_bytes = _Entropy().take
+"""``count`` random bytes, for nonces and salts (not keys), drawn from ``os.urandom``."""
 
 
 class MasterKeyError(Exception):
@@ -153,7 +192,7 @@ def seal_state(
     """Encrypt one event payload with its record's data key."""
     micros = (recorded_at - _EPOCH) // timedelta(microseconds=1)
     header = _HEADER.pack(_FORMAT, micros)
-    nonce = secrets.token_bytes(_NONCE_BYTES)
+    nonce = random_bytes(_NONCE_BYTES)
     aad = _associated_data(header, record, version, topic)
     return header + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
 

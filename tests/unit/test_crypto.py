@@ -1,6 +1,7 @@
 """Sealing of event payloads and the master key file."""
 
 import base64
+import os
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ from service.storage.crypto import (
     MasterKeyError,
     SealedStateError,
     open_state,
+    random_bytes,
     recorded_at_of,
     seal_state,
     unwrap_record_key,
@@ -101,3 +103,21 @@ def test_service_keys_are_wrapped_for_one_label_and_one_master_key() -> None:
         master.unwrap_key(wrapped, b"record-id")
     with pytest.raises(SealedStateError):
         other.unwrap_key(wrapped, b"blind-index")
+
+
+def test_pooled_random_bytes_never_repeat_and_differ_in_a_forked_child() -> None:
+    drawn = [random_bytes(12) for _ in range(2000)]  # crosses several 4 KiB refills
+    assert all(len(b) == 12 for b in drawn)
+    assert len(set(drawn)) == len(drawn)
+    assert len(random_bytes(5000)) == 5000  # more than one pool at once
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(write, random_bytes(12))
+        os._exit(0)
+    os.close(write)
+    in_child = os.read(read, 12)
+    os.close(read)
+    os.waitpid(child, 0)
+    # The child would have handed out the parent's next bytes had it kept the pool.
+    assert in_child != random_bytes(12)
