@@ -318,8 +318,10 @@ class Ingest:
                 with self._lock:
                     # New as far as we know: the writer registers it without looking again.
                     # Should another process register it first, the save fails on version 1
-                    # and the group is redone with the record read from the store.
-                    self._absent.add(rid)
+                    # and the group is redone with the record read from the store. Should our
+                    # own writer have saved it since our look, it is held now: not new.
+                    if rid not in self._records:
+                        self._absent.add(rid)
 
     def _digest(self, submission: Submission) -> bytes:
         content = {
@@ -629,7 +631,7 @@ class Ingest:
         with self._lock:
             held = {rid: self._records[rid] for rid in rids if rid in self._records}
             known = {rid: r.version for rid, r in held.items()}
-            known |= {rid: 0 for rid in rids if rid in self._absent}
+            known |= {rid: 0 for rid in rids if rid in self._absent and rid not in held}
         if not known:
             return
         fresh: list[ClientRecord] = []

@@ -136,6 +136,44 @@ def test_concurrent_requests_share_one_commit_and_one_bad_request_fails_alone(
     assert sorted(order, key=str) == sorted((f.event_id for f in good), key=str)
 
 
+def test_a_record_our_writer_saved_while_a_caller_looked_for_it_takes_the_callers_fact(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A caller looks for a record in the store, finds none, and before it notes the record as
+    # new, the writer stores that record for another caller. The record is not new any more:
+    # the fact must land after the other one, not fail on replaying the registration.
+    tenant = new_tenant()
+    load = services.audit.load
+    first = _fact()
+
+    raced: list[bool] = []
+
+    def stale_look(record: UUID) -> Any:
+        found = load(record)
+        if threading.current_thread().name == "late" and not raced:
+            raced.append(True)
+            services.ingest.record_facts(tenant, [Submission("raced", first)])
+            return None  # what the store said before that save
+        return found
+
+    monkeypatch.setattr(services.audit, "load", stale_look)
+    late = _fact()
+    results: list[Any] = []
+    caller = threading.Thread(
+        target=lambda: results.append(
+            services.ingest.record_facts(tenant, [Submission("raced", late)])
+        ),
+        name="late",
+    )
+    caller.start()
+    caller.join(60)
+
+    assert len(results) == 1, results
+    assert results[0][1] is True, results
+    stored = services.audit.read_record(tenant, "raced")
+    assert [getattr(e.event, "fact", None) for e in stored][1:] == [first, late]
+
+
 def test_a_fact_sent_twice_in_one_group_is_stored_once_with_one_receipt(
     services: Services, gate: _Gate
 ) -> None:
