@@ -25,6 +25,7 @@ __all__ = ["Splice", "dumps"]
 
 _MAX_SAFE_INTEGER = 2**53 - 1
 _LAST_SAFE_NAME_CHAR = "\ud7ff"
+_STAND_IN = str(_MAX_SAFE_INTEGER).encode()
 _encode = json.JSONEncoder(
     ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
 ).encode
@@ -86,6 +87,17 @@ class Splice:
     def __init__(self, members: dict[str, Any], name: str) -> None:
         if name in members:
             raise ValueError(f"{name!r} is the member to fill in; it must not be given")
+        # Encode once with a stand-in number and cut there. The stand-in's bytes mark the
+        # member exactly: inside a string every '"' is escaped, so '"name":' followed by the
+        # number can only be a member; one nested deeper with the same name and value would
+        # make it appear twice, and then the halves are encoded apart.
+        marker = dumps(name) + b":"
+        head, found, tail = dumps({**members, name: _MAX_SAFE_INTEGER}).partition(
+            marker + _STAND_IN
+        )
+        if found and marker + _STAND_IN not in tail:
+            self._head, self._tail = head + marker, tail
+            return
         before = {k: v for k, v in members.items() if _utf16(k) < _utf16(name)}
         after = {k: v for k, v in members.items() if _utf16(k) > _utf16(name)}
         head = dumps(before)[:-1] + (b"," if before else b"")

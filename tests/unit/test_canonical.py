@@ -71,6 +71,23 @@ def test_a_spliced_position_gives_the_bytes_of_the_whole_object(
         assert canonical.Splice(members, "position").fill(position) == expected
 
 
+@pytest.mark.parametrize(
+    "members",
+    [
+        # The splice encodes once with 2**53 - 1 in the member's place and cuts there: these
+        # hold the same bytes elsewhere, where a cut would go wrong.
+        {"event": {"position": 2**53 - 1}},
+        {"event": {"position": 2**53 - 1, "x": [{"position": 2**53 - 1}]}},
+        {"a": '"position":9007199254740991', "z": '\\"position\\":9007199254740991'},
+        {"event": {"position": 9007199254740991.5}},
+    ],
+)
+def test_a_splice_is_not_fooled_by_its_own_stand_in_elsewhere(members: dict[str, Any]) -> None:
+    for position in (1, 2**53 - 1):
+        expected = rfc8785.dumps({**members, "position": position})
+        assert canonical.Splice(members, "position").fill(position) == expected
+
+
 def test_the_member_to_fill_cannot_be_given_and_must_be_a_safe_integer() -> None:
     with pytest.raises(ValueError, match="must not be given"):
         canonical.Splice({"position": 1}, "position")
