@@ -454,6 +454,7 @@ def span(
     *,
     parent: Context | None = None,
     links: Sequence[Link] = (),
+    kind: SpanKind = SpanKind.INTERNAL,
 ) -> Iterator[Span]:
     """A span around internal work (a projection batch, an export), with allowlisted attributes.
 
@@ -463,6 +464,7 @@ def span(
         name,
         context=parent,
         links=links,
+        kind=kind,
         attributes=safe_attributes(attributes),
         record_exception=False,
     ) as current:

@@ -44,6 +44,7 @@ SNAPSHOT_INTERVAL = 100
 reads at most this many events after the snapshot, however long the record is."""
 
 _JUDGMENT_TOPIC = "client-record/judgment"
+_REMEMBERED_RECORD_IDS = 100_000  # stream ids kept in memory, by (tenant, record ref)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class AuditLog(Application[UUID]):
         # export) take them from here, so that every judgment of a store uses the same rules.
         self.rulebook = rulebook
         self._master = master_key
+        self._record_ids: dict[tuple[str, str], UUID] = {}
         super().__init__(env=env)
         self.tenant_log = TenantLogTable(self.db)
 
@@ -96,8 +98,14 @@ class AuditLog(Application[UUID]):
         ).digest()
 
     def record_id(self, tenant_id: str, record_ref: str) -> UUID:
-        """The stream id of a tenant's record."""
-        return record_id(self.service_keys.named("record-id"), tenant_id, record_ref)
+        """The stream id of a tenant's record (remembered: a post asks for it four times)."""
+        found = self._record_ids.get((tenant_id, record_ref))
+        if found is None:
+            if len(self._record_ids) >= _REMEMBERED_RECORD_IDS:
+                self._record_ids.clear()
+            found = record_id(self.service_keys.named("record-id"), tenant_id, record_ref)
+            self._record_ids[(tenant_id, record_ref)] = found
+        return found
 
     def content_digest(self, canonical: bytes) -> bytes:
         """A keyed digest of a submission's canonical content (idempotency checks)."""
@@ -189,7 +197,10 @@ class AuditLog(Application[UUID]):
             != r.version // SNAPSHOT_INTERVAL
         ]
         recordings = self._save_records(records, log=write)
-        placed = self.tenant_log.placements([r.notification.id for r in recordings])
+        ids = [r.notification.id for r in recordings]
+        # One range scan of the notification-id index: one save's ids are contiguous (drawn
+        # under the events table's lock), and any other row the range held would be ignored.
+        placed = self.tenant_log.page(min(ids) - 1, max(ids)) if ids else {}
         if crossed:
             self.snapshots_put(crossed)
         return {

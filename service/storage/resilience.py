@@ -236,8 +236,8 @@ def schema_lock(datastore: PostgresDatastore) -> Iterator[None]:
 
 
 def bounded_retry(method: Callable[P, T]) -> Callable[P, T]:
-    """The library method without its ten retries: retry connection errors for a short budget."""
-    inner = cast(Callable[P, T], getattr(method, "__wrapped__"))  # noqa: B009
+    """The method (the library's without its ten retries): retry connection errors briefly."""
+    inner = cast(Callable[P, T], getattr(method, "__wrapped__", method))
 
     @functools.wraps(inner)
     def retrying(*args: P.args, **kwargs: P.kwargs) -> T:

@@ -170,10 +170,21 @@ def append_to_tenant_log(
                 seal_leaf(row.key, data, record, version, row.recorded_at),
             )
         )
-    cursor.executemany(
-        "INSERT INTO da_tenant_log (tenant_id, position, notification_id, record_id,"
-        " originator_version, event_id, content_digest, recorded_at, receipt, leaf_hash,"
-        " leaf_entry) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+    cursor.insert_rows(
+        "da_tenant_log",
+        (
+            "tenant_id",
+            "position",
+            "notification_id",
+            "record_id",
+            "originator_version",
+            "event_id",
+            "content_digest",
+            "recorded_at",
+            "receipt",
+            "leaf_hash",
+            "leaf_entry",
+        ),
         rows,
     )
 
@@ -222,19 +233,6 @@ class TenantLogTable:
                 (tenant_id, *chunk),
             )
         return rows
-
-    def placements(self, notification_ids: Sequence[int]) -> dict[int, Placement]:
-        """Where the events with these notification ids sit, by notification id."""
-        found: dict[int, Placement] = {}
-        for start in range(0, len(notification_ids), 500):
-            chunk = notification_ids[start : start + 500]
-            for row in self._db.read(
-                "SELECT notification_id, tenant_id, position, recorded_at"  # noqa: S608
-                f" FROM da_tenant_log WHERE notification_id IN ({_in(chunk)})",
-                chunk,
-            ):
-                found[int(row["notification_id"])] = _placement(row)
-        return found
 
     def page(self, after: int, last: int) -> dict[int, Placement]:
         """Where the events with notification ids in (after, last] sit."""

@@ -71,14 +71,18 @@ def test_other_errors_are_not_retried() -> None:
     assert calls == [1], "a version conflict goes back to the write loop at once"
 
 
-@pytest.mark.parametrize(
-    "name", ["insert_events", "select_events", "select_notifications", "max_notification_id"]
-)
+@pytest.mark.parametrize("name", ["select_events", "select_notifications", "max_notification_id"])
 def test_the_recorder_replaces_the_library_retry_of(name: str) -> None:
     ours = getattr(PostgresAuditRecorder, name)
     library = getattr(PostgresApplicationRecorder, name)
     assert ours is not library
     assert ours.__wrapped__ is library.__wrapped__, "the same SQL, only the retry differs"
+
+
+def test_the_recorders_own_insert_has_the_bounded_retry_not_the_librarys() -> None:
+    ours = PostgresAuditRecorder.insert_events
+    assert ours is not PostgresApplicationRecorder.insert_events
+    assert ours.__wrapped__ is PostgresAuditRecorder._copy_events
 
 
 def test_an_unreachable_database_fails_fast_after_the_first_failed_connection() -> None:
