@@ -22,7 +22,8 @@ What holds, and why:
   the versions we hold, and only those are applied to ours. Should another process
   append between that look and our save, the save fails on the record's version (optimistic
   concurrency), nothing is stored, and the writer redoes the group from the idempotency
-  lookup.
+  lookup, this time holding the store's write turn alone (``AuditLog.write_turn``: writers
+  otherwise share it), so the redo cannot lose the race again.
 - *Store errors* (an outage) fail the group's requests with the error, which the HTTP layer
   answers 503 + Retry-After; nothing was acknowledged, so nothing is lost.
 """
@@ -419,7 +420,9 @@ class Ingest:
                 return
             touched: set[UUID] = set()
             try:
-                self._attempt(pending, touched)
+                # After a lost race, the redo writes alone: nobody can append in between.
+                with self.store.write_turn(alone=attempt > 0):
+                    self._attempt(pending, touched)
             except IntegrityError:
                 # Another process appended to one of these records, or stored one of these
                 # event ids, between our look and our save: nothing was stored. Redo: the next

@@ -44,6 +44,7 @@ SNAPSHOT_INTERVAL = 100
 reads at most this many events after the snapshot, however long the record is."""
 
 _JUDGMENT_TOPIC = "client-record/judgment"
+_WRITE_TURN = 0x6469_7363_6C6F_7365  # the advisory lock key of write_turn ("disclose")
 _REMEMBERED_RECORD_IDS = 100_000  # stream ids kept in memory, by (tenant, record ref)
 
 
@@ -316,6 +317,33 @@ class AuditLog(Application[UUID]):
         """A record's events with versions in (``after``, ``up_to_version``]."""
         events = self.events.get(record, gt=after or None, lte=up_to_version)
         return cast(list[ClientRecord.Event], list(events))
+
+    @contextmanager
+    def write_turn(self, *, alone: bool) -> Iterator[None]:
+        """Around one attempt of a group's write, from its catch-up read to its commit.
+
+        PostgreSQL, where several processes write: writers share a turn; a writer that
+        lost its race once (another process appended to one of its records between its read
+        and its save) takes the turn alone, so the redo cannot lose again. Without it, two
+        processes posting batches over the same records redid nearly every batch, often more
+        than once. A session advisory lock, taken on a connection of its own and released on
+        the way out (or by the server, should that connection break). SQLite: one writer at
+        a time already; nothing to take.
+        """
+        if self.db.dialect != "postgres":
+            yield
+            return
+        datastore = cast(Any, self.factory).datastore
+        mode = "" if alone else "_shared"
+        with datastore.get_connection() as conn:
+            conn.execute(f"SELECT pg_advisory_lock{mode}(%s)", (_WRITE_TURN,), prepare=True)
+            try:
+                yield
+            finally:
+                with suppress(Exception):  # a broken connection releases it too
+                    conn.execute(
+                        f"SELECT pg_advisory_unlock{mode}(%s)", (_WRITE_TURN,), prepare=True
+                    )
 
     @contextmanager
     def listening(self) -> Iterator[Any]:

@@ -293,6 +293,61 @@ def test_another_process_writing_the_same_record_is_caught_up_not_reloaded(
         other.close()
 
 
+@pytest.mark.parametrize("store", ["postgres"])
+def test_a_writer_that_lost_a_race_redoes_alone_and_cannot_lose_it_again(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes writing one record: the one whose save lost the race redoes its group
+    holding the write turn alone; the other's next write waits for that redo, and neither
+    loses again."""
+    tenant = new_tenant()
+    other = Ingest(services.audit, write_attempts=5)
+    ours, first, second = _fact(), _fact(), _fact()
+    try:
+        services.ingest.record_facts(tenant, [Submission("contested", _fact())])
+        other.record_facts(tenant, [Submission("contested", _fact())])
+        saves: list[str] = []
+        waiting: list[threading.Thread] = []
+        append = services.audit.append
+
+        def facts_stored() -> list[Any]:
+            return [
+                getattr(e.event, "fact", None)
+                for e in services.audit.read_record(tenant, "contested")
+            ]
+
+        def racing(records: Any, write: Any) -> Any:
+            if threading.current_thread() is not services.ingest._writer:
+                saves.append("other")
+                return append(records, write)
+            saves.append("ours")
+            if saves.count("ours") == 1:  # between our read and our save, the other writes
+                other.record_facts(tenant, [Submission("contested", first)])
+            else:  # our redo: the other writes again, and must wait for us
+                waiting.append(
+                    threading.Thread(
+                        target=other.record_facts,
+                        args=(tenant, [Submission("contested", second)]),
+                    )
+                )
+                waiting[0].start()
+                time.sleep(0.5)
+                assert second not in facts_stored(), "the other wrote during our redo"
+            return append(records, write)
+
+        monkeypatch.setattr(services.audit, "append", racing)
+        receipts, created = services.ingest.record_facts(tenant, [Submission("contested", ours)])
+        waiting[0].join(30)
+        monkeypatch.undo()
+
+        assert created
+        assert saves == ["ours", "other", "ours", "other"], "one lost race, one redo, no more"
+        assert facts_stored()[-3:] == [first, ours, second]
+        assert receipts[0].position == 5
+    finally:
+        other.close()
+
+
 @pytest.fixture
 def long_record(settings: Settings) -> tuple[str, int]:
     tenant = new_tenant()

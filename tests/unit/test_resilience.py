@@ -82,7 +82,7 @@ def test_the_recorder_replaces_the_library_retry_of(name: str) -> None:
 def test_the_recorders_own_insert_has_the_bounded_retry_not_the_librarys() -> None:
     ours = PostgresAuditRecorder.insert_events
     assert ours is not PostgresApplicationRecorder.insert_events
-    assert ours.__wrapped__ is PostgresAuditRecorder._copy_events
+    assert cast(Any, ours).__wrapped__ is PostgresAuditRecorder._copy_events
 
 
 def test_an_unreachable_database_fails_fast_after_the_first_failed_connection() -> None:
