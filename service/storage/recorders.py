@@ -1,7 +1,7 @@
 """Application recorders that write the tenant log in the same transaction as the events.
 
 They use the protected hooks of eventsourcing 9.5.6 (``_insert_events`` on SQLite; on
-PostgreSQL ``_lock_table``, ``_notify_channel`` and the events table's layout, for an insert
+PostgreSQL the lock statements, the NOTIFY channel and the events table's layout, for an insert
 written with ``COPY``); the tests exercise both, so an upgrade that changes them fails loudly.
 """
 
@@ -12,6 +12,8 @@ from uuid import UUID
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from psycopg import Cursor
+from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from service.storage.resilience import bounded_retry, schema_lock
@@ -98,16 +100,18 @@ class PostgresAuditRecorder(PostgresApplicationRecorder):
         if not stored_events:
             return None
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-            # 201 means durable: never let a session setting relax commit durability.
-            curs.execute("SET LOCAL synchronous_commit TO on")
-            self._lock_table(curs)
-            self._notify_channel(curs)
-            statements = self._copy_statements()
-            curs.execute(statements[0], (len(stored_events),), prepare=True)
+            prelude, copy = self._copy_statements(curs)
+            # One round trip (statements without parameters go as one simple query): commit
+            # durably, whatever the session says (201 means durable); the library's lock and
+            # NOTIFY; then the ids (the count is an int, formatted as one).
+            # A str (not bytes): the tracing instrumentation names spans by the statement.
+            curs.execute(f"{prelude}{len(stored_events):d})")
+            while curs.description is None and curs.nextset():
+                pass
             ids = sorted(int(row["id"]) for row in curs.fetchall())
             copy_rows(
                 curs,
-                statements[1],
+                copy,
                 (
                     (n, e.originator_id, e.originator_version, e.topic, e.state)
                     for n, e in zip(ids, stored_events, strict=True)
@@ -120,17 +124,26 @@ class PostgresAuditRecorder(PostgresApplicationRecorder):
 
     insert_events = bounded_retry(_copy_events)
 
-    def _copy_statements(self) -> tuple[Composed, Composed]:
-        found: tuple[Composed, Composed] | None = getattr(self, "_copying", None)
+    def _copy_statements(self, curs: Cursor[DictRow]) -> tuple[str, Composed]:
+        """The insert's first statement up to its count of ids, and its ``COPY``."""
+        found: tuple[str, Composed] | None = getattr(self, "_copying", None)
         if found is None:
             table = SQL("{0}.{1}").format(
                 Identifier(self.datastore.schema), Identifier(self.events_table_name)
             )
+            prelude = SQL("; ").join(
+                [
+                    SQL("SET LOCAL synchronous_commit TO on"),
+                    *self.lock_table_statements,
+                    SQL("NOTIFY {0}").format(Identifier(self.channel_name)),
+                    SQL(
+                        "SELECT nextval(pg_get_serial_sequence({0}, 'notification_id')) AS id"
+                        " FROM generate_series(1, "
+                    ).format(Literal(f'"{self.datastore.schema}"."{self.events_table_name}"')),
+                ]
+            )
             found = self._copying = (
-                SQL(
-                    "SELECT nextval(pg_get_serial_sequence({0}, 'notification_id')) AS id"
-                    " FROM generate_series(1, %s)"
-                ).format(Literal(f'"{self.datastore.schema}"."{self.events_table_name}"')),
+                prelude.as_string(curs),
                 SQL(
                     "COPY {0} (notification_id, originator_id, originator_version, topic, state)"
                     " FROM STDIN"
