@@ -7,6 +7,7 @@ test uses a tenant of its own to tell its data points apart.
 
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -133,6 +134,12 @@ def test_a_request_is_one_server_span_with_a_span_per_database_call(
         "/v1/records/tel-1/events", json=example("RecordAccessed"), headers=headers
     )
     assert response.status_code == 201
+    # The writer answers its callers just before its commit span ends: wait for that span,
+    # the link between the request and the statements of the commit.
+    deadline = time.monotonic() + 10
+    while not any(s.name == "ingest.commit" for s in otel.spans()):
+        assert time.monotonic() < deadline, "the commit span never ended"
+        time.sleep(0.01)
     spans = otel.spans()
     (request,) = [s for s in spans if s.kind is SpanKind.SERVER]
     assert request.name == f"POST {EVENTS_ROUTE}"
