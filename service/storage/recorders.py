@@ -6,14 +6,13 @@ written with ``COPY``); the tests exercise both, so an upgrade that changes them
 """
 
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
-from psycopg import Cursor
-from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from service.storage.resilience import bounded_retry, schema_lock
@@ -100,7 +99,7 @@ class PostgresAuditRecorder(PostgresApplicationRecorder):
         if not stored_events:
             return None
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-            prelude, copy = self._copy_statements(curs)
+            prelude, copy = self._copy_statements
             # One round trip (statements without parameters go as one simple query): commit
             # durably, whatever the session says (201 means durable); the library's lock and
             # NOTIFY; then the ids (the count is an int, formatted as one).
@@ -124,29 +123,24 @@ class PostgresAuditRecorder(PostgresApplicationRecorder):
 
     insert_events = bounded_retry(_copy_events)
 
-    def _copy_statements(self, curs: Cursor[DictRow]) -> tuple[str, Composed]:
+    @cached_property
+    def _copy_statements(self) -> tuple[str, Composed]:
         """The insert's first statement up to its count of ids, and its ``COPY``."""
-        found: tuple[str, Composed] | None = getattr(self, "_copying", None)
-        if found is None:
-            table = SQL("{0}.{1}").format(
-                Identifier(self.datastore.schema), Identifier(self.events_table_name)
-            )
-            prelude = SQL("; ").join(
-                [
-                    SQL("SET LOCAL synchronous_commit TO on"),
-                    *self.lock_table_statements,
-                    SQL("NOTIFY {0}").format(Identifier(self.channel_name)),
-                    SQL(
-                        "SELECT nextval(pg_get_serial_sequence({0}, 'notification_id')) AS id"
-                        " FROM generate_series(1, "
-                    ).format(Literal(f'"{self.datastore.schema}"."{self.events_table_name}"')),
-                ]
-            )
-            found = self._copying = (
-                prelude.as_string(curs),
+        table = SQL("{0}.{1}").format(
+            Identifier(self.datastore.schema), Identifier(self.events_table_name)
+        )
+        prelude = SQL("; ").join(
+            [
+                SQL("SET LOCAL synchronous_commit TO on"),
+                *self.lock_table_statements,
+                SQL("NOTIFY {0}").format(Identifier(self.channel_name)),
                 SQL(
-                    "COPY {0} (notification_id, originator_id, originator_version, topic, state)"
-                    " FROM STDIN"
-                ).format(table),
-            )
-        return found
+                    "SELECT nextval(pg_get_serial_sequence({0}, 'notification_id')) AS id"
+                    " FROM generate_series(1, "
+                ).format(Literal(f'"{self.datastore.schema}"."{self.events_table_name}"')),
+            ]
+        )
+        copy = SQL(
+            "COPY {0} (notification_id, originator_id, originator_version, topic, state) FROM STDIN"
+        ).format(table)
+        return prelude.as_string(), copy

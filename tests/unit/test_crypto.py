@@ -110,6 +110,7 @@ def test_pooled_random_bytes_never_repeat_and_differ_in_a_forked_child() -> None
     assert all(len(b) == 12 for b in drawn)
     assert len(set(drawn)) == len(drawn)
     assert len(random_bytes(5000)) == 5000  # more than one pool at once
+    random_bytes(12)  # a fresh pool, most of it left: what a child must not hand out again
     read, write = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the child
